@@ -1,0 +1,1 @@
+"""HTTP only: controllers, request/response schemas, authentication, problem details."""

@@ -1,0 +1,24 @@
+"""Dependency providers: a session per request and the caller's context for services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any
+
+from litestar import Request
+from litestar.di import NamedDependency
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.security.principal import Principal
+from server.services.records import CallContext
+
+
+async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[AsyncSession, None]:
+    """One session per request, closed afterwards; services open their own transactions on it."""
+    async with request.app.state.resources.session_factory() as session:
+        yield session
+
+
+def provide_call_context(request: Request[Principal, Any, Any], session: NamedDependency[AsyncSession]) -> CallContext:
+    """The authenticated principal with the request's session and the settings."""
+    return CallContext(session=session, principal=request.user, settings=request.app.state.resources.settings)

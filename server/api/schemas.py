@@ -1,0 +1,43 @@
+"""Schema building blocks shared by the per-area schemas."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ShortText = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+LongText = Annotated[str, msgspec.Meta(max_length=20_000)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=50)]
+Currency = Annotated[str, msgspec.Meta(pattern=r"^[A-Z]{3}$")]
+Probability = Annotated[int, msgspec.Meta(ge=0, le=100)]
+Satisfaction = Annotated[int, msgspec.Meta(ge=1, le=5)]
+Version = Annotated[int, msgspec.Meta(ge=1)]
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
+RecordId = uuid.UUID
+UNSET = msgspec.UNSET
+Unset = msgspec.UnsetType
+
+
+class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Request bodies reject unknown fields instead of ignoring them."""
+
+
+def given_values(body: msgspec.Struct, *, exclude: frozenset[str] = frozenset({"version"})) -> dict[str, Any]:
+    """The fields the client actually sent (UNSET dropped), as plain values."""
+    values: dict[str, Any] = {}
+    for name in body.__struct_fields__:
+        value = getattr(body, name)
+        if value is not msgspec.UNSET and name not in exclude:
+            values[name] = value
+    return values
+
+
+class Page(msgspec.Struct):
+    """A page of a list."""
+
+    items: list[dict[str, Any]]
+    next_cursor: str | None

@@ -1,0 +1,129 @@
+"""The application factory: reading this file shows every plugin, route group and handler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from litestar import Litestar
+from litestar.config.compression import CompressionConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from server import __version__
+from server.api.activities import ActivityController
+from server.api.auth import PUBLIC_PATHS, BearerAuthenticationMiddleware, TokenController
+from server.api.contacts import ContactController
+from server.api.customers import Customer360Controller, CustomerController
+from server.api.dependencies import provide_call_context, provide_session
+from server.api.health import HealthController
+from server.api.middleware import request_id_middleware, stamp_response
+from server.api.opportunities import OpportunityController, OpportunityReopenController
+from server.api.problems import EXCEPTION_HANDLERS
+from server.api.service_records import ServiceRecordController
+from server.config import Settings, get_settings
+from server.db import create_engine, create_session_factory
+from server.logs import configure_logging
+from server.security.identity import PasswordHasher, TokenSigner, load_or_create_signing_key
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+@dataclass
+class Resources:
+    """Process-wide objects the handlers reach through ``app.state.resources``."""
+
+    settings: Settings
+    engine: AsyncEngine
+    session_factory: async_sessionmaker[AsyncSession]
+    signer: TokenSigner
+    hasher: PasswordHasher
+
+
+def _openapi() -> OpenAPIConfig:
+    # The UI assets are served by this server: air-gapped sites have no CDN.
+    swagger = SwaggerRenderPlugin(
+        js_url="/static/openapi/swagger-ui-bundle.js",
+        css_url="/static/openapi/swagger-ui.css",
+        standalone_preset_js_url="/static/openapi/swagger-ui-standalone-preset.js",
+        favicon="",
+        path="/",
+    )
+    return OpenAPIConfig(
+        title="Strongroom",
+        version=__version__,
+        description="On-premises CRM with field-level security, column encryption and a tamper-evident audit trail.",
+        path="/schema",
+        render_plugins=[swagger],
+        components=Components(security_schemes={
+            "bearer": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT",
+                                     description="Token from POST /api/v1/auth/token"),
+        }),
+        security=[{"bearer": []}],
+    )
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the Litestar application for ``settings`` (default: from the environment).
+
+    Fails before serving if the keys are missing or unsafe, so a server never runs half-configured.
+    """
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    signing_key = load_or_create_signing_key(settings.resolved_keys_dir, create=False)
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        engine = create_engine(settings.resolved_database_url)
+        app.state.resources = Resources(
+            settings=settings,
+            engine=engine,
+            session_factory=create_session_factory(engine),
+            signer=TokenSigner(signing_key, settings.token_ttl_seconds),
+            hasher=PasswordHasher(),
+        )
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=[
+            HealthController,
+            TokenController,
+            CustomerController,
+            Customer360Controller,
+            ContactController,
+            OpportunityController,
+            OpportunityReopenController,
+            ServiceRecordController,
+            ActivityController,
+            create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
+        ],
+        dependencies={
+            "session": Provide(provide_session),
+            "context": Provide(provide_call_context, sync_to_thread=False),
+        },
+        middleware=[request_id_middleware,
+                    DefineMiddleware(BearerAuthenticationMiddleware, exclude=PUBLIC_PATHS)],
+        before_send=[stamp_response],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=_openapi(),
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        compression_config=CompressionConfig(backend="gzip", minimum_size=4096),
+        logging_config=None,
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for the ASGI server's worker processes."""
+    return create_app(get_settings())

@@ -1,0 +1,198 @@
+"""The ``strongroom`` command. Every command has a non-interactive form for automation."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from server.config import Settings, SettingsError, describe_settings, load_settings
+from server.errors import StrongroomError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _read_secret_from_stdin(what: str) -> str:
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise StrongroomError(f"no {what} on standard input")
+    return value
+
+
+def _run(coroutine_factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return asyncio.run(coroutine_factory())
+
+
+async def _with_session(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    from server.db import create_engine, create_session_factory
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        async with create_session_factory(engine)() as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
+    """Upgrade the database schema to the newest revision."""
+    from server.db import current_revision, migrate
+
+    migrate(settings.resolved_database_url)
+    print(f"database schema at revision {current_revision(settings.resolved_database_url)}")
+    return EXIT_OK
+
+
+def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
+    """Create keys, the database schema and the first admin; safe to run again."""
+    from server.db import migrate
+    from server.security.identity import PasswordHasher, load_or_create_signing_key
+    from server.services.identity import IdentityService, generate_password
+
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    load_or_create_signing_key(settings.resolved_keys_dir, create=True)
+    print(f"keys in {settings.resolved_keys_dir} (existing keys are never overwritten)")
+    migrate(settings.resolved_database_url)
+    print("database schema up to date")
+
+    async def create_admin(session: Any) -> int:
+        identity = IdentityService(session, PasswordHasher())
+        if await identity.any_user_with_role("sysadmin"):
+            print("an administrator already exists; nothing more to do")
+            return EXIT_OK
+        password = _read_secret_from_stdin("admin password") if args.admin_password_stdin else generate_password()
+        await identity.create_user(args.admin_username, roles=["sysadmin"], password=password,
+                                   display_name="Administrator")
+        print(f"created administrator {args.admin_username!r} with role sysadmin")
+        if not args.admin_password_stdin:
+            print(f"one-time password (shown only now, store it safely): {password}")
+        return EXIT_OK
+
+    return _run(lambda: _with_session(settings, create_admin))
+
+
+def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
+    """Start the HTTP server (on SQLite, migrates the database first)."""
+    from server.app import create_app
+    from server.db import current_revision, migrate
+    from server.serving import serve
+
+    if settings.is_sqlite:
+        migrate(settings.resolved_database_url)
+    elif current_revision(settings.resolved_database_url) is None:
+        raise StrongroomError("the database has no schema yet; run `strongroom migrate` first")
+    create_app(settings)  # fail here, with a clear message, if keys are missing or unsafe
+    print(f"Strongroom serving on http://{settings.host}:{settings.port} (API docs at /schema)", flush=True)
+    serve(settings)
+    return EXIT_OK
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Load realistic demo data (customers, contacts, pipeline, service, activities)."""
+    from server.ops.demo import load_demo_data
+
+    return _run(lambda: _with_session(settings, lambda session: load_demo_data(
+        session, settings, customers=args.customers, seed=args.seed)))
+
+
+def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
+    """Create, disable, enable users or reset their passwords."""
+    from server.security.identity import PasswordHasher
+    from server.services.identity import IdentityService, generate_password
+
+    async def work(session: Any) -> int:
+        identity = IdentityService(session, PasswordHasher())
+        if args.users_command == "create":
+            password = _read_secret_from_stdin("password") if args.password_stdin else generate_password()
+            await identity.create_user(args.username, roles=args.role, password=password,
+                                       display_name=args.display_name, manager=args.manager)
+            print(f"created user {args.username!r} with roles {', '.join(args.role)}")
+            if not args.password_stdin:
+                print(f"one-time password (shown only now): {password}")
+        elif args.users_command in {"disable", "enable"}:
+            await identity.set_disabled(args.username, args.users_command == "disable")
+            print(f"user {args.username!r} {args.users_command}d")
+        elif args.users_command == "reset-password":
+            password = _read_secret_from_stdin("password") if args.password_stdin else generate_password()
+            await identity.reset_password(args.username, password)
+            print(f"password of {args.username!r} reset")
+            if not args.password_stdin:
+                print(f"one-time password (shown only now): {password}")
+        return EXIT_OK
+
+    return _run(lambda: _with_session(settings, work))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; ``strongroom --help`` lists every command with one line each."""
+    settings_help = "\n".join(f"  {name:<34} {doc}" for name, _default, doc in describe_settings())
+    parser = argparse.ArgumentParser(
+        prog="strongroom",
+        description="Strongroom: on-premises CRM with field security, encryption and a tamper-evident audit trail.",
+        epilog=f"settings (environment):\n{settings_help}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create keys, database and the first admin (idempotent)")
+    init.add_argument("--admin-username", default="admin", help="name of the first administrator")
+    init.add_argument("--admin-password-stdin", action="store_true", help="read the admin password from stdin")
+    init.set_defaults(handler=cmd_init)
+
+    serve = commands.add_parser("serve", help="start the HTTP server")
+    serve.add_argument("--host", help="bind address (STRONGROOM_HOST)")
+    serve.add_argument("--port", type=int, help="TCP port (STRONGROOM_PORT)")
+    serve.add_argument("--workers", type=int, help="worker processes (STRONGROOM_WORKERS)")
+    serve.set_defaults(handler=cmd_serve)
+
+    commands.add_parser("migrate", help="upgrade the database schema").set_defaults(handler=cmd_migrate)
+
+    demo = commands.add_parser("demo", help="load realistic demo data")
+    demo.add_argument("--customers", type=int, default=300, help="how many customers (default 300)")
+    demo.add_argument("--seed", type=int, default=7, help="random seed, for repeatable data")
+    demo.set_defaults(handler=cmd_demo)
+
+    users = commands.add_parser("users", help="manage user accounts")
+    users.set_defaults(handler=cmd_users)
+    user_commands = users.add_subparsers(dest="users_command", required=True, metavar="ACTION")
+    create = user_commands.add_parser("create", help="create a user")
+    create.add_argument("username")
+    create.add_argument("--role", action="append", required=True, help="a role (repeat for several)")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    create.add_argument("--display-name", help="full name shown in the console")
+    create.add_argument("--manager", help="username of the user's manager")
+    for action, text in (("disable", "disable a user"), ("enable", "enable a disabled user")):
+        user_commands.add_parser(action, help=text).add_argument("username")
+    reset = user_commands.add_parser("reset-password", help="set a new password")
+    reset.add_argument("username")
+    reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``strongroom`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = {key: getattr(args, key, None) for key in ("host", "port", "workers")}
+        settings = load_settings(os.environ, **overrides)
+        return int(args.handler(settings, args))
+    except SettingsError as exc:
+        print(f"strongroom: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StrongroomError as exc:
+        print(f"strongroom: {exc.detail}", file=sys.stderr)
+        return EXIT_FAILED
+    except (FileNotFoundError, PermissionError, ValueError) as exc:
+        print(f"strongroom: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,149 @@
+"""Settings: one object, read from the environment and an optional TOML file.
+
+Every setting has the environment name ``STRONGROOM_<NAME>`` and the same ``<name>`` (lower case) in the
+TOML file named by ``STRONGROOM_CONFIG``. The environment wins over the file. Invalid values fail at start
+with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "STRONGROOM_"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message names it."""
+
+
+def _int_between(low: int, high: int) -> Callable[[str, Any], int]:
+    def parse(name: str, raw: Any) -> int:
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected an integer, got {raw!r}") from None
+        if not low <= value <= high:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _text(name: str, raw: Any) -> str:
+    if not isinstance(raw, str) or not raw.strip():
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected a non-empty string, got {raw!r}")
+    return raw.strip()
+
+
+def _log_level(name: str, raw: Any) -> str:
+    value = _text(name, raw).upper()
+    if value not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+    return value
+
+
+def _database_url(name: str, raw: Any) -> str:
+    value = _text(name, raw)
+    if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}: must start with sqlite+aiosqlite:// or postgresql+asyncpg://, "
+            f"got a URL with scheme {value.split(':', 1)[0]!r}"
+        )
+    return value
+
+
+def _setting(parse: Callable[[str, Any], Any], default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings. Field docs are the configuration reference (README)."""
+
+    data_dir: str = _setting(_text, "./var", "Directory for the SQLite database, keys and backups.")
+    database_url: str = _setting(
+        _database_url, "", "SQLAlchemy async URL; default SQLite file `<data_dir>/strongroom.db`."
+    )
+    keys_dir: str = _setting(_text, "", "Directory holding key files; default `<data_dir>/keys`.")
+    host: str = _setting(_text, "127.0.0.1", "Address the HTTP server binds to.")
+    port: int = _setting(_int_between(1, 65535), 8000, "TCP port of the HTTP server.")
+    workers: int = _setting(_int_between(1, 64), 1, "Number of server worker processes.")
+    log_level: str = _setting(_log_level, "INFO", "Operational log level (DEBUG, INFO, WARNING, ERROR).")
+    token_ttl_seconds: int = _setting(_int_between(60, 86400), 900, "Lifetime of access tokens in seconds.")
+    max_body_bytes: int = _setting(
+        _int_between(1024, 64 * 1024 * 1024), 1024 * 1024, "Largest accepted request body in bytes (413 above)."
+    )
+    page_size_max: int = _setting(_int_between(1, 1000), 200, "Largest page a list request may ask for.")
+    idempotency_ttl_hours: int = _setting(
+        _int_between(1, 24 * 30), 24, "How long an Idempotency-Key and its stored answer are kept."
+    )
+    default_country_code: str = _setting(_text, "+86", "Country code assumed for phone numbers without one.")
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{Path(self.data_dir).resolve() / 'strongroom.db'}"
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        """Where key files live."""
+        return Path(self.keys_dir) if self.keys_dir else Path(self.data_dir) / "keys"
+
+    @property
+    def is_sqlite(self) -> bool:
+        """Whether the database is the embedded SQLite default."""
+        return self.resolved_database_url.startswith("sqlite")
+
+
+def describe_settings() -> list[tuple[str, str, str]]:
+    """Return (environment name, default, description) for every setting, for docs and ``--help``."""
+    rows = [("STRONGROOM_CONFIG", "", "Optional TOML file with any of the settings below (lower-case names).")]
+    for spec in fields(Settings):
+        rows.append((f"{ENV_PREFIX}{spec.name.upper()}", str(spec.default), spec.metadata["doc"]))
+    return rows
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from the TOML file (if any), the environment and explicit overrides, in rising priority.
+
+    Raises:
+        SettingsError: naming the first invalid or unknown setting.
+    """
+    env = os.environ if environ is None else environ
+    raw: dict[str, Any] = {}
+    config_path = env.get(f"{ENV_PREFIX}CONFIG")
+    if config_path:
+        try:
+            with Path(config_path).open("rb") as handle:
+                from_file = tomllib.load(handle)
+        except OSError as exc:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG: cannot read {config_path!r}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{ENV_PREFIX}CONFIG: {config_path!r} is not valid TOML: {exc}") from None
+        known = {spec.name for spec in fields(Settings)}
+        for key, value in from_file.items():
+            if key not in known:
+                raise SettingsError(f"{ENV_PREFIX}CONFIG: unknown setting {key!r} in {config_path!r}")
+            raw[key] = value
+    for spec in fields(Settings):
+        env_value = env.get(f"{ENV_PREFIX}{spec.name.upper()}")
+        if env_value is not None and env_value != "":
+            raw[spec.name] = env_value
+    raw.update({key: value for key, value in overrides.items() if value is not None})
+    parsed = {name: next(s for s in fields(Settings) if s.name == name).metadata["parse"](name, value)
+              for name, value in raw.items()}
+    return Settings(**parsed)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return load_settings()

@@ -1,0 +1,71 @@
+"""Database engine and sessions: SQLite (WAL, foreign keys) by default, PostgreSQL in production."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets readers proceed while one writer commits; foreign keys are off by default in SQLite.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
+def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
+    """Create the async engine for ``url`` with the per-dialect settings Strongroom relies on."""
+    if url.startswith("sqlite"):
+        database = url.split(":///", 1)[-1]
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
+
+
+def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded values after commit (responses are built after the transaction)."""
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    """Upgrade the schema at ``url`` to ``revision`` with Alembic (the only schema path)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["database_url"] = url
+    command.upgrade(config, revision)
+
+
+def current_revision(url: str) -> str | None:
+    """The schema revision recorded in the database, or None for an empty database."""
+
+    async def read() -> str | None:
+        engine = create_engine(url)
+        try:
+            async with engine.connect() as connection:
+                has_table = await connection.run_sync(
+                    lambda sync: sync.dialect.has_table(sync, "alembic_version")
+                )
+                if not has_table:
+                    return None
+                return (await connection.execute(text("SELECT version_num FROM alembic_version"))).scalar()
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())

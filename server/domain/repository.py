@@ -1,0 +1,91 @@
+"""A repository per model whose queries accept extra criteria (the security layer's record scope goes there)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.domain.base import Base
+
+ModelT = TypeVar("ModelT", bound=Base)
+
+
+@dataclass(frozen=True, slots=True)
+class SortOrder:
+    """Sort by one column (then by id, for a stable keyset)."""
+
+    field: str
+    descending: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Keyset:
+    """The position after which the next page starts: the last row's sort value and id."""
+
+    value: Any
+    record_id: uuid.UUID
+
+
+class Repository(Generic[ModelT]):
+    """Loads and stores one model. Every read takes extra criteria, applied inside the SQL."""
+
+    def __init__(self, session: AsyncSession, model: type[ModelT]) -> None:
+        self.session = session
+        self.model = model
+
+    def column(self, name: str) -> Any:
+        """The mapped column attribute ``name``."""
+        return getattr(self.model, name)
+
+    async def get(
+        self, record_id: uuid.UUID, *criteria: ColumnElement[bool], for_update: bool = False
+    ) -> ModelT | None:
+        """The record with ``record_id`` that also matches ``criteria``, or None."""
+        statement = select(self.model).where(self.column("id") == record_id, *criteria)
+        if for_update:
+            statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
+
+    async def list_page(
+        self,
+        *criteria: ColumnElement[bool],
+        sort: SortOrder,
+        after: Keyset | None,
+        limit: int,
+    ) -> tuple[Sequence[ModelT], bool]:
+        """One page in ``sort`` order after ``after``; returns the rows and whether more follow."""
+        column, id_column = self.column(sort.field), self.column("id")
+        statement = select(self.model).where(*criteria)
+        if after is not None:
+            if sort.descending:
+                statement = statement.where(
+                    or_(column < after.value, and_(column == after.value, id_column < after.record_id))
+                )
+            else:
+                statement = statement.where(
+                    or_(column > after.value, and_(column == after.value, id_column > after.record_id))
+                )
+        if sort.descending:
+            statement = statement.order_by(column.desc(), id_column.desc())
+        else:
+            statement = statement.order_by(column.asc(), id_column.asc())
+        rows = (await self.session.execute(statement.limit(limit + 1))).scalars().all()
+        return rows[:limit], len(rows) > limit
+
+    async def count(self, *criteria: ColumnElement[bool]) -> int:
+        """How many records match ``criteria``."""
+        statement = select(func.count()).select_from(self.model).where(*criteria)
+        return int((await self.session.execute(statement)).scalar_one())
+
+    def add(self, record: ModelT) -> None:
+        """Stage ``record`` for insert in the current transaction."""
+        self.session.add(record)
+
+    async def delete(self, record: ModelT) -> None:
+        """Delete ``record`` in the current transaction."""
+        await self.session.delete(record)

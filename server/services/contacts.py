@@ -1,0 +1,53 @@
+"""Contact use cases."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from server.domain.activities import Activity
+from server.domain.base import utc_now
+from server.domain.contacts import CONTACT, Contact, check_contact_fields
+from server.domain.customers import Customer
+from server.domain.service_records import ServiceRecord
+from server.services.records import RecordService, refuse_if_dependents, require_reference, set_fields
+
+
+class ContactService(RecordService[Contact]):
+    """Create, read, change and delete contacts."""
+
+    entity = CONTACT
+    model = Contact
+
+    async def build(self, values: dict[str, Any]) -> Contact:
+        customer: Customer = await require_reference(self.session, Customer, values["customer_id"], "customer_id")
+        check_contact_fields(values, customer.kind)
+        record = Contact(marketing_consent=False)
+        set_fields(record, values)
+        if record.marketing_consent:
+            record.consent_at = utc_now()
+        return record
+
+    async def change(self, record: Contact, changes: dict[str, Any]) -> None:
+        customer_id = changes.get("customer_id", record.customer_id)
+        customer: Customer = await require_reference(self.session, Customer, customer_id, "customer_id")
+        to_check = dict(changes)
+        if to_check.get("marketing_consent") is True:
+            to_check.setdefault("consent_source", record.consent_source)
+        if "customer_id" in changes:
+            to_check.setdefault("national_id", record.national_id)
+        check_contact_fields(to_check, customer.kind)
+        consent_given = changes.get("marketing_consent") is True and not record.marketing_consent
+        consent_withdrawn = changes.get("marketing_consent") is False and record.marketing_consent
+        set_fields(record, changes)
+        if consent_given or consent_withdrawn:
+            # The consent time records when the current answer was given, whichever way it went.
+            record.consent_at = utc_now()
+
+    async def check_delete(self, record: Contact) -> None:
+        await refuse_if_dependents(self.session, "contact", {
+            "service records": select(func.count()).select_from(ServiceRecord).where(
+                ServiceRecord.contact_id == record.id),
+            "activities": select(func.count()).select_from(Activity).where(Activity.contact_id == record.id),
+        })

@@ -1,0 +1,145 @@
+"""Shared fixtures. Every database test runs on SQLite and on PostgreSQL, schema built by the migrations.
+
+PostgreSQL: ``STRONGROOM_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/postgres``) is an
+admin connection used to create a fresh database per test run, dropped afterwards. A missing PostgreSQL is
+an error, not a skip; ``STRONGROOM_TEST_BACKENDS=sqlite`` opts out explicitly for a quick local run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.app import create_app
+from server.config import Settings, load_settings
+from server.db import create_engine, create_session_factory, migrate
+from server.security.identity import PasswordHasher, load_or_create_signing_key
+from server.services.identity import IdentityService
+
+POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [name.strip() for name in os.environ.get("STRONGROOM_TEST_BACKENDS", "sqlite,postgresql").split(",")]
+TEST_PASSWORD = "Test-password-2026"
+
+
+def pytest_report_header() -> str:
+    return f"strongroom database backends: {', '.join(BACKENDS)}"
+
+
+def _postgres(statement: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session", params=BACKENDS, name="fx_database_url")
+def fx_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A freshly migrated database of each backend, once per test session."""
+    backend = request.param
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite') / 'strongroom.db'}"
+        migrate(url)
+        yield url
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown backend {backend!r} in STRONGROOM_TEST_BACKENDS")
+    name = f"strongroom_test_{os.getpid()}_{secrets.token_hex(4)}"
+    _postgres(f'CREATE DATABASE "{name}"')
+    host_part = POSTGRES_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+    url = f"postgresql+asyncpg://{host_part}/{name}"
+    try:
+        migrate(url)
+        yield url
+    finally:
+        _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", name="fx_settings")
+def fx_settings(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the app under test, with keys created in a private directory."""
+    data_dir = tmp_path_factory.mktemp("data")
+    settings = load_settings({}, data_dir=str(data_dir), database_url=fx_database_url, log_level="WARNING")
+    load_or_create_signing_key(Path(settings.resolved_keys_dir), create=True)
+    return settings
+
+
+@dataclass
+class Api:
+    """A test client with helpers to create users and sign in."""
+
+    client: AsyncTestClient[Litestar]
+    app: Litestar
+    backend: str
+    session_factory: async_sessionmaker[AsyncSession]
+    hasher: PasswordHasher
+
+    async def create_user(self, roles: list[str], *, username: str | None = None, disabled: bool = False) -> str:
+        username = username or f"user-{uuid.uuid4().hex[:10]}"
+        # The app runs on the test client's own event loop; test-side writes use their own engine.
+        async with self.session_factory() as session:
+            service = IdentityService(session, self.hasher)
+            await service.create_user(username, roles=roles, password=TEST_PASSWORD)
+            if disabled:
+                await service.set_disabled(username, True)
+        return username
+
+    async def token_for(self, username: str, password: str = TEST_PASSWORD) -> str:
+        response = await self.client.post("/api/v1/auth/token", data={
+            "grant_type": "password", "username": username, "password": password})
+        assert response.status_code == 200, response.text
+        return str(response.json()["access_token"])
+
+    async def login(self, roles: list[str] | None = None) -> dict[str, str]:
+        """Authorization headers for a new user with ``roles``."""
+        token = await self.token_for(await self.create_user(roles or ["sales_rep"]))
+        return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture(scope="session", name="fx_api")
+async def fx_api(fx_settings: Settings, fx_database_url: str) -> AsyncIterator[Api]:
+    """The application under test, served in-process, one per backend."""
+    app = create_app(fx_settings)
+    engine = create_engine(fx_database_url)
+    try:
+        async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
+            yield Api(client=client, app=app,
+                      backend="sqlite" if fx_database_url.startswith("sqlite") else "postgresql",
+                      session_factory=create_session_factory(engine), hasher=PasswordHasher())
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session", name="fx_headers")
+async def fx_headers(fx_api: Api) -> dict[str, str]:
+    """Headers of a signed-in sales user, shared by tests that only need some caller."""
+    return await fx_api.login(["sales_manager"])
+
+
+@pytest.fixture(name="fx_customer")
+async def fx_customer(fx_api: Api, fx_headers: dict[str, str]) -> dict[str, Any]:
+    """A new company customer."""
+    response = await fx_api.client.post("/api/v1/customers", headers=fx_headers,
+                                        json={"name": f"Customer {uuid.uuid4().hex[:8]}", "kind": "company"})
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+@pytest.fixture(name="fx_hasher", scope="session")
+def fx_hasher() -> PasswordHasher:
+    return PasswordHasher()
