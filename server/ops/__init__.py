@@ -1,0 +1,1 @@
+"""Operations: demo data, backups, key jobs, schedules. May use every layer."""

@@ -1,0 +1,128 @@
+"""The real command line and server process: init, users, serve, and the README quickstart, on both databases."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+STRONGROOM = [sys.executable, "-m", "server.cli"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*STRONGROOM, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+@pytest.fixture(name="fx_env")
+def fx_env(tmp_path: Path, fx_database_url: str) -> Iterator[dict[str, str]]:
+    """A clean environment with an empty database of the backend under test (fresh, not the shared one)."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("STRONGROOM_")}
+    env.update(STRONGROOM_DATA_DIR=str(tmp_path / "var"), STRONGROOM_LOG_LEVEL="WARNING")
+    if not fx_database_url.startswith("postgresql"):
+        yield env
+        return
+    name = f"strongroom_e2e_{secrets.token_hex(6)}"
+    admin = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    subprocess.run(["psql", admin, "-q", "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
+    env["STRONGROOM_DATABASE_URL"] = f"{fx_database_url.rsplit('/', 1)[0]}/{name}"
+    try:
+        yield env
+    finally:
+        subprocess.run(["psql", admin, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
+                       check=False, capture_output=True)
+
+
+@pytest.fixture(name="fx_server")
+def fx_server(fx_env: dict[str, str]) -> Iterator[str]:
+    init = _run(fx_env, "init", "--admin-username", "root-admin", "--admin-password-stdin",
+                stdin="Admin-password-2026\n")
+    assert init.returncode == 0, init.stderr
+    port = _free_port()
+    process = subprocess.Popen([*STRONGROOM, "serve", "--port", str(port)], env=fx_env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                pytest.fail(f"server exited: {process.stdout.read() if process.stdout else ''}")
+            try:
+                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            pytest.fail("server did not become ready within 60 s")
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_help_lists_commands() -> None:
+    result = subprocess.run([*STRONGROOM, "--help"], capture_output=True, text=True, check=True)
+    for command in ("init", "serve", "migrate", "demo", "users"):
+        assert f"    {command} " in result.stdout
+
+
+def test_init_is_idempotent_and_keeps_keys(fx_env: dict[str, str]) -> None:
+    first = _run(fx_env, "init")
+    assert first.returncode == 0, first.stderr
+    assert "one-time password" in first.stdout
+    key_file = Path(fx_env["STRONGROOM_DATA_DIR"]) / "keys" / "token-signing.key"
+    key = key_file.read_bytes()
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    second = _run(fx_env, "init")
+    assert second.returncode == 0, second.stderr
+    assert "already exists" in second.stdout
+    assert "one-time password" not in second.stdout
+    assert key_file.read_bytes() == key
+
+
+def test_bad_settings_and_missing_keys_stop_the_server(fx_env: dict[str, str]) -> None:
+    bad = _run({**fx_env, "STRONGROOM_PORT": "eighty"}, "serve")
+    assert bad.returncode == 2
+    assert "STRONGROOM_PORT" in bad.stderr
+    assert _run(fx_env, "migrate").returncode == 0
+    no_keys = _run(fx_env, "serve", "--port", str(_free_port()))
+    assert no_keys.returncode == 1
+    assert "strongroom init" in no_keys.stderr
+
+
+def test_readme_quickstart(fx_env: dict[str, str], fx_server: str) -> None:
+    created = _run(fx_env, "users", "create", "alice-e2e", "--role", "sales_rep", "--password-stdin",
+                   stdin="Sales-password-2026\n")
+    assert created.returncode == 0, created.stderr
+    token = httpx.post(f"{fx_server}/api/v1/auth/token", data={
+        "grant_type": "password", "username": "alice-e2e", "password": "Sales-password-2026"}).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}", "Idempotency-Key": "first-customer"}
+    customer = httpx.post(f"{fx_server}/api/v1/customers", headers=headers,
+                          json={"name": "Acme Industrial", "kind": "company", "tier": "A", "region": "East China"})
+    assert customer.status_code == 201, customer.text
+    listed = httpx.get(f"{fx_server}/api/v1/customers", params={"tier": "A", "sort": "name"}, headers=headers)
+    assert customer.json()["id"] in [item["id"] for item in listed.json()["items"]]
+
+    disabled = _run(fx_env, "users", "disable", "alice-e2e")
+    assert disabled.returncode == 0
+    refused = httpx.post(f"{fx_server}/api/v1/auth/token", data={
+        "grant_type": "password", "username": "alice-e2e", "password": "Sales-password-2026"})
+    assert refused.status_code == 401
+    assert httpx.get(f"{fx_server}/schema/openapi.json").status_code == 200
