@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import __version__
 from server.api.activities import ActivityController
+from server.api.admin import AdminController
 from server.api.auth import PUBLIC_PATHS, BearerAuthenticationMiddleware, TokenController
 from server.api.contacts import ContactController
 from server.api.customers import Customer360Controller, CustomerController
@@ -31,6 +32,7 @@ from server.api.service_records import ServiceRecordController
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
 from server.logs import configure_logging
+from server.security.access import AccessControl
 from server.security.identity import PasswordHasher, TokenSigner, load_or_create_signing_key
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -45,6 +47,7 @@ class Resources:
     session_factory: async_sessionmaker[AsyncSession]
     signer: TokenSigner
     hasher: PasswordHasher
+    access: AccessControl
 
 
 def _openapi() -> OpenAPIConfig:
@@ -82,12 +85,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         engine = create_engine(settings.resolved_database_url)
+        session_factory = create_session_factory(engine)
         app.state.resources = Resources(
             settings=settings,
             engine=engine,
-            session_factory=create_session_factory(engine),
+            session_factory=session_factory,
             signer=TokenSigner(signing_key, settings.token_ttl_seconds),
             hasher=PasswordHasher(),
+            access=AccessControl(session_factory),
         )
         try:
             yield
@@ -105,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             OpportunityReopenController,
             ServiceRecordController,
             ActivityController,
+            AdminController,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         dependencies={

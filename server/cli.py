@@ -38,6 +38,29 @@ async def _with_session(settings: Settings, work: Callable[[Any], Coroutine[Any,
         await engine.dispose()
 
 
+async def _with_policy(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run ``work`` with a policy admin service acting as the operator on this server (system principal)."""
+    from server.db import create_engine, create_session_factory
+    from server.security.access import AccessControl
+    from server.security.principal import system_principal
+    from server.services.policy_admin import PolicyAdminService
+
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        factory = create_session_factory(engine)
+        access = AccessControl(factory)
+        await access.refresh_if_stale(force=True)
+        async with factory() as session:
+            return await work(PolicyAdminService(session, access, system_principal("cli")))
+    finally:
+        await engine.dispose()
+
+
+def _print_rows(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+
+
 def cmd_migrate(settings: Settings, _args: argparse.Namespace) -> int:
     """Upgrade the database schema to the newest revision."""
     from server.db import current_revision, migrate
@@ -58,6 +81,13 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     print(f"keys in {settings.resolved_keys_dir} (existing keys are never overwritten)")
     migrate(settings.resolved_database_url)
     print("database schema up to date")
+
+    async def seed(policy: Any) -> int:
+        seeded = await policy.seed_defaults()
+        print("default roles and policies installed" if seeded else "policies already present; left unchanged")
+        return EXIT_OK
+
+    _run(lambda: _with_policy(settings, seed))
 
     async def create_admin(session: Any) -> int:
         identity = IdentityService(session, PasswordHasher())
@@ -109,13 +139,21 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
         if args.users_command == "create":
             password = _read_secret_from_stdin("password") if args.password_stdin else generate_password()
             await identity.create_user(args.username, roles=args.role, password=password,
-                                       display_name=args.display_name, manager=args.manager)
+                                       display_name=args.display_name, manager=args.manager, unit=args.unit)
             print(f"created user {args.username!r} with roles {', '.join(args.role)}")
             if not args.password_stdin:
                 print(f"one-time password (shown only now): {password}")
         elif args.users_command in {"disable", "enable"}:
             await identity.set_disabled(args.username, args.users_command == "disable")
             print(f"user {args.username!r} {args.users_command}d")
+        elif args.users_command == "update":
+            await identity.update_user(args.username, roles=args.role, unit=args.unit, manager=args.manager)
+            print(f"user {args.username!r} updated")
+        elif args.users_command == "list":
+            _print_rows(await identity.list_users())
+        elif args.users_command == "handover":
+            counts = await identity.handover(args.from_username, args.to_username)
+            print("handed over: " + ", ".join(f"{count} {noun}" for noun, count in counts.items()))
         elif args.users_command == "reset-password":
             password = _read_secret_from_stdin("password") if args.password_stdin else generate_password()
             await identity.reset_password(args.username, password)
@@ -125,6 +163,88 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(lambda: _with_session(settings, work))
+
+
+def cmd_units(settings: Settings, args: argparse.Namespace) -> int:
+    """Create and list org units."""
+    from server.security.identity import PasswordHasher
+    from server.services.identity import IdentityService
+
+    async def work(session: Any) -> int:
+        identity = IdentityService(session, PasswordHasher())
+        if args.units_command == "create":
+            await identity.create_unit(args.name, args.parent)
+            print(f"org unit {args.name!r} created")
+        else:
+            _print_rows(await identity.list_units())
+        return EXIT_OK
+
+    return _run(lambda: _with_session(settings, work))
+
+
+def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
+    """Register, list and disable API clients."""
+    from server.security.identity import PasswordHasher
+    from server.services.identity import IdentityService
+
+    async def work(session: Any) -> int:
+        identity = IdentityService(session, PasswordHasher())
+        if args.clients_command == "create":
+            client = await identity.create_client(args.name, roles=args.role, scopes=args.scope)
+            print(f"client_id: {client.client_id}")
+            print(f"client_secret (shown only now): {client.client_secret}")
+        elif args.clients_command == "disable":
+            await identity.set_client_disabled(args.client_id, True)
+            print(f"client {args.client_id!r} disabled")
+        else:
+            _print_rows(await identity.list_clients())
+        return EXIT_OK
+
+    return _run(lambda: _with_session(settings, work))
+
+
+def cmd_roles(settings: Settings, args: argparse.Namespace) -> int:
+    """List and create roles."""
+
+    async def work(policy: Any) -> int:
+        if args.roles_command == "create":
+            await policy.create_role(args.name, args.description)
+            print(f"role {args.name!r} created (no permissions yet: add rules with `strongroom policy add`)")
+        else:
+            _print_rows(await policy.list_roles())
+        return EXIT_OK
+
+    return _run(lambda: _with_policy(settings, work))
+
+
+def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
+    """List, add and remove policy rules and record scopes."""
+
+    async def work(policy: Any) -> int:
+        if args.policy_command == "add":
+            rule = await policy.add_rule(args.role, args.object, args.action, "deny" if args.deny else "allow")
+            print(f"rule {rule['id']} added")
+        elif args.policy_command == "remove":
+            await policy.remove_rule(args.rule_id)
+            print(f"rule {args.rule_id} removed")
+        elif args.policy_command == "scope":
+            await policy.set_scope(args.role, args.entity, args.scope)
+            print(f"{args.role} sees {args.scope} {args.entity} records")
+        else:
+            _print_rows(await policy.list_rules())
+        return EXIT_OK
+
+    return _run(lambda: _with_policy(settings, work))
+
+
+def cmd_access_review(settings: Settings, args: argparse.Namespace) -> int:
+    """Print who can read (clear, masked, hidden) and write which fields, per role."""
+
+    async def work(policy: Any) -> int:
+        print(await policy.review(markdown=True))
+        return EXIT_OK
+
+    return _run(lambda: _with_policy(settings, work))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,11 +285,69 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     create.add_argument("--display-name", help="full name shown in the console")
     create.add_argument("--manager", help="username of the user's manager")
+    create.add_argument("--unit", help="name of the user's org unit")
+    change = user_commands.add_parser("update", help="change roles, org unit or manager")
+    change.add_argument("username")
+    change.add_argument("--role", action="append", help="replace the roles (repeat for several)")
+    change.add_argument("--unit", help="org unit name ('' to clear)")
+    change.add_argument("--manager", help="manager username ('' to clear)")
+    user_commands.add_parser("list", help="list users")
+    handover = user_commands.add_parser("handover", help="reassign every record one user owns to another")
+    handover.add_argument("from_username")
+    handover.add_argument("to_username")
     for action, text in (("disable", "disable a user"), ("enable", "enable a disabled user")):
         user_commands.add_parser(action, help=text).add_argument("username")
     reset = user_commands.add_parser("reset-password", help="set a new password")
     reset.add_argument("username")
     reset.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+
+    units = commands.add_parser("units", help="manage org units (the department tree)")
+    units.set_defaults(handler=cmd_units)
+    unit_commands = units.add_subparsers(dest="units_command", required=True, metavar="ACTION")
+    unit_create = unit_commands.add_parser("create", help="create an org unit")
+    unit_create.add_argument("name")
+    unit_create.add_argument("--parent", help="parent unit name")
+    unit_commands.add_parser("list", help="list org units")
+
+    roles = commands.add_parser("roles", help="list and create roles")
+    roles.set_defaults(handler=cmd_roles)
+    role_commands = roles.add_subparsers(dest="roles_command", required=True, metavar="ACTION")
+    role_create = role_commands.add_parser("create", help="create a role")
+    role_create.add_argument("name")
+    role_create.add_argument("--description", required=True)
+    role_commands.add_parser("list", help="list roles")
+
+    policy = commands.add_parser("policy", help="list and change field-level policy rules")
+    policy.set_defaults(handler=cmd_policy)
+    policy_commands = policy.add_subparsers(dest="policy_command", required=True, metavar="ACTION")
+    policy_commands.add_parser("list", help="list rules")
+    add = policy_commands.add_parser("add", help="add a rule: ROLE OBJECT ACTION (e.g. support_agent contact.phone "
+                                                 "mask)")
+    add.add_argument("role")
+    add.add_argument("object")
+    add.add_argument("action")
+    add.add_argument("--deny", action="store_true", help="a deny rule (deny overrides allow)")
+    remove = policy_commands.add_parser("remove", help="remove a rule by id")
+    remove.add_argument("rule_id", type=int)
+    scope = policy_commands.add_parser("scope", help="set a record scope: ROLE ENTITY own|team|unit|all|none")
+    scope.add_argument("role")
+    scope.add_argument("entity")
+    scope.add_argument("scope")
+
+    clients = commands.add_parser("clients", help="manage API clients (client_credentials)")
+    clients.set_defaults(handler=cmd_clients)
+    client_commands = clients.add_subparsers(dest="clients_command", required=True, metavar="ACTION")
+    client_create = client_commands.add_parser("create", help="register a client; prints its secret once")
+    client_create.add_argument("name")
+    client_create.add_argument("--role", action="append", required=True)
+    client_create.add_argument("--scope", action="append", required=True,
+                               help="allowed scope, e.g. customers:read, pii:read (repeat)")
+    client_commands.add_parser("list", help="list clients")
+    client_disable = client_commands.add_parser("disable", help="disable a client and revoke its tokens")
+    client_disable.add_argument("client_id")
+
+    commands.add_parser("access-review", help="print the access review (who sees which fields)").set_defaults(
+        handler=cmd_access_review)
     return parser
 
 

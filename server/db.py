@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -14,7 +17,12 @@ from sqlalchemy.pool import ConnectionPoolEntry
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
+WRITE_OPTION = "strongroom_write"
+
+
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
+    # Transactions are begun by _sqlite_begin below, not implicitly by the driver.
+    dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     # WAL lets readers proceed while one writer commits; foreign keys are off by default in SQLite.
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -22,6 +30,22 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # A unit of work that reads and then writes must hold SQLite's write lock from its start: a deferred
+    # transaction whose snapshot is overtaken by another writer cannot upgrade (SQLITE_BUSY_SNAPSHOT), and
+    # the audit chain head must be read under the same lock that appends to it.
+    immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+@asynccontextmanager
+async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """A transaction that will write: on SQLite it takes the write lock at BEGIN; on PostgreSQL it is plain."""
+    async with session.begin():
+        await session.connection(execution_options={WRITE_OPTION: True})
+        yield
 
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -32,6 +56,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True, **kwargs)
 

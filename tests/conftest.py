@@ -25,8 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.app import create_app
 from server.config import Settings, load_settings
 from server.db import create_engine, create_session_factory, migrate
+from server.security.access import AccessControl
 from server.security.identity import PasswordHasher, load_or_create_signing_key
+from server.security.principal import system_principal
 from server.services.identity import IdentityService
+from server.services.policy_admin import PolicyAdminService
 
 POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 BACKENDS = [name.strip() for name in os.environ.get("STRONGROOM_TEST_BACKENDS", "sqlite,postgresql").split(",")]
@@ -89,12 +92,13 @@ class Api:
     session_factory: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
 
-    async def create_user(self, roles: list[str], *, username: str | None = None, disabled: bool = False) -> str:
+    async def create_user(self, roles: list[str], *, username: str | None = None, disabled: bool = False,
+                          manager: str | None = None, unit: str | None = None) -> str:
         username = username or f"user-{uuid.uuid4().hex[:10]}"
         # The app runs on the test client's own event loop; test-side writes use their own engine.
         async with self.session_factory() as session:
             service = IdentityService(session, self.hasher)
-            await service.create_user(username, roles=roles, password=TEST_PASSWORD)
+            await service.create_user(username, roles=roles, password=TEST_PASSWORD, manager=manager, unit=unit)
             if disabled:
                 await service.set_disabled(username, True)
         return username
@@ -105,10 +109,18 @@ class Api:
         assert response.status_code == 200, response.text
         return str(response.json()["access_token"])
 
-    async def login(self, roles: list[str] | None = None) -> dict[str, str]:
+    async def login(self, roles: list[str] | None = None, **user: Any) -> dict[str, str]:
         """Authorization headers for a new user with ``roles``."""
-        token = await self.token_for(await self.create_user(roles or ["sales_rep"]))
+        token = await self.token_for(await self.create_user(roles or ["sales_rep"], **user))
         return {"Authorization": f"Bearer {token}"}
+
+    async def user_id(self, username: str) -> uuid.UUID:
+        from sqlalchemy import select
+
+        from server.security.identity import User
+
+        async with self.session_factory() as session:
+            return (await session.execute(select(User.id).where(User.username == username))).scalar_one()
 
 
 @pytest.fixture(scope="session", name="fx_api")
@@ -116,19 +128,41 @@ async def fx_api(fx_settings: Settings, fx_database_url: str) -> AsyncIterator[A
     """The application under test, served in-process, one per backend."""
     app = create_app(fx_settings)
     engine = create_engine(fx_database_url)
+    session_factory = create_session_factory(engine)
+    access = AccessControl(session_factory)
+    await access.refresh_if_stale(force=True)
+    async with session_factory() as session:
+        await PolicyAdminService(session, access, system_principal("tests")).seed_defaults()
     try:
         async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
             yield Api(client=client, app=app,
                       backend="sqlite" if fx_database_url.startswith("sqlite") else "postgresql",
-                      session_factory=create_session_factory(engine), hasher=PasswordHasher())
+                      session_factory=session_factory, hasher=PasswordHasher())
     finally:
         await engine.dispose()
 
 
+TEST_UNIT = "Test HQ"
+
+
+@pytest.fixture(scope="session", name="fx_unit")
+async def fx_unit(fx_api: Api) -> str:
+    """An org unit shared by the default test users, so unit-scoped reads see each other's records."""
+    async with fx_api.session_factory() as session:
+        await IdentityService(session, fx_api.hasher).create_unit(TEST_UNIT)
+    return TEST_UNIT
+
+
 @pytest.fixture(scope="session", name="fx_headers")
-async def fx_headers(fx_api: Api) -> dict[str, str]:
-    """Headers of a signed-in sales user, shared by tests that only need some caller."""
-    return await fx_api.login(["sales_manager"])
+async def fx_headers(fx_api: Api, fx_unit: str) -> dict[str, str]:
+    """Headers of a signed-in sales manager, shared by tests that only need some caller."""
+    return await fx_api.login(["sales_manager"], unit=fx_unit)
+
+
+@pytest.fixture(scope="session", name="fx_support_headers")
+async def fx_support_headers(fx_api: Api, fx_unit: str) -> dict[str, str]:
+    """Headers of a support agent in the same unit (service records are theirs to create and change)."""
+    return await fx_api.login(["support_agent"], unit=fx_unit)
 
 
 @pytest.fixture(name="fx_customer")

@@ -11,11 +11,9 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 from litestar.params import URLEncodedBody
 
 from server.errors import MalformedRequest, NotAuthenticated
-from server.security.identity import TokenSigner
-from server.security.principal import Principal, PrincipalKind
 from server.services.identity import IdentityService
 
-PUBLIC_PATHS = ["^/health/", "^/schema", "^/static/", "^/api/v1/auth/token$", "^/favicon.ico$"]
+PUBLIC_PATHS = ["^/health/", "^/schema", "^/static/", "^/api/v1/auth/token$", "^/api/v1/auth/revoke$", "^/favicon.ico$"]
 
 
 class BearerAuthenticationMiddleware(AbstractAuthenticationMiddleware):
@@ -28,10 +26,9 @@ class BearerAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise NotAuthenticated("the Authorization header must use the Bearer scheme")
-        signer: TokenSigner = connection.app.state.resources.signer
-        claims = signer.verify(token.strip())
-        principal = Principal(id=claims.subject, kind=PrincipalKind(claims.kind), name=claims.name,
-                              roles=claims.roles, scopes=claims.scopes)
+        resources = connection.app.state.resources
+        claims = resources.signer.verify(token.strip())
+        principal = await resources.access.principal_for(claims)
         return AuthenticationResult(user=principal, auth=claims)
 
 
@@ -41,18 +38,27 @@ class TokenRequest(msgspec.Struct, kw_only=True):
     grant_type: str
     username: str | None = None
     password: str | None = None
+    refresh_token: str | None = None
     client_id: str | None = None
     client_secret: str | None = None
     scope: str | None = None
 
 
-class TokenResponse(msgspec.Struct):
-    """OAuth2 access token response."""
+class TokenResponse(msgspec.Struct, omit_defaults=True):
+    """OAuth2 access token response; people also get a refresh token."""
 
     access_token: str
     token_type: str
     expires_in: int
     scope: str
+    refresh_token: str | None = None
+
+
+class RevokeRequest(msgspec.Struct, kw_only=True):
+    """RFC 7009 revocation request (form-encoded)."""
+
+    token: str
+    token_type_hint: str | None = None
 
 
 class TokenController(Controller):
@@ -60,19 +66,35 @@ class TokenController(Controller):
     tags = ["auth"]
 
     @post("/token", status_code=200, summary="Get an access token",
-          description="OAuth2 password grant (`grant_type=password`, `username`, `password`), form-encoded.")
-    async def token(
-        self,
-        request: Request[Any, Any, Any],
-        data: URLEncodedBody[TokenRequest],
-    ) -> TokenResponse:
-        if data.grant_type != "password":
-            raise MalformedRequest(f"unsupported grant_type {data.grant_type[:40]!r}; supported: password",
-                                   error="unsupported_grant_type")
-        if not data.username or not data.password:
-            raise MalformedRequest("username and password are required", error="invalid_request")
+          description="OAuth2, form-encoded: `grant_type=password` (`username`, `password`), "
+                      "`grant_type=refresh_token` (`refresh_token`), or `grant_type=client_credentials` "
+                      "(`client_id`, `client_secret`, optional `scope` narrowing the client's allowed scopes).")
+    async def token(self, request: Request[Any, Any, Any], data: URLEncodedBody[TokenRequest]) -> TokenResponse:
         resources = request.app.state.resources
         async with resources.session_factory() as session:
-            issued = await IdentityService(session, resources.hasher, resources.signer).password_grant(
-                data.username, data.password)
-        return TokenResponse(issued.access_token, "bearer", issued.expires_in, issued.scope)
+            identity = IdentityService(session, resources.hasher, resources.signer)
+            if data.grant_type == "password":
+                if not data.username or not data.password:
+                    raise MalformedRequest("username and password are required", error="invalid_request")
+                issued = await identity.password_grant(data.username, data.password)
+            elif data.grant_type == "refresh_token":
+                if not data.refresh_token:
+                    raise MalformedRequest("refresh_token is required", error="invalid_request")
+                issued = await identity.refresh_grant(data.refresh_token)
+            elif data.grant_type == "client_credentials":
+                if not data.client_id or not data.client_secret:
+                    raise MalformedRequest("client_id and client_secret are required", error="invalid_request")
+                issued = await identity.client_credentials_grant(data.client_id, data.client_secret, data.scope)
+            else:
+                raise MalformedRequest(f"unsupported grant_type {data.grant_type[:40]!r}; supported: password, "
+                                       "refresh_token, client_credentials", error="unsupported_grant_type")
+        return TokenResponse(issued.access_token, "bearer", issued.expires_in, issued.scope, issued.refresh_token)
+
+    @post("/revoke", status_code=200, summary="Revoke a token",
+          description="RFC 7009: revokes an access or refresh token; unknown tokens are accepted silently.")
+    async def revoke(self, request: Request[Any, Any, Any], data: URLEncodedBody[RevokeRequest]) -> dict[str, str]:
+        resources = request.app.state.resources
+        async with resources.session_factory() as session:
+            await IdentityService(session, resources.hasher, resources.signer).revoke(data.token)
+        resources.access.invalidate()
+        return {"status": "revoked"}

@@ -20,6 +20,7 @@ from server.services.pagination import build_list_query
 from server.services.records import CallContext, RecordService
 
 PAGING_PARAMETERS = frozenset({"limit", "cursor", "sort"})
+EXPORT_LIMIT = 100_000
 
 
 def parse_if_match(if_match: str | None, body_version: Any) -> int:
@@ -90,10 +91,17 @@ def record_controller(
             return Response(record, status_code=201, headers=etag(record))
 
         @get("/{record_id:uuid}", summary=f"Get a {label}",
+             description="`reveal=<field>` with a `reason` shows one masked field in clear, if the role may reveal "
+                         "it; every reveal is recorded in the audit trail with its reason.",
              responses={200: ResponseSpec(data_container=read_schema, description=f"The {label}")})
-        async def read(self, record_id: FromPath[uuid.UUID],
-                       context: NamedDependency[CallContext]) -> Response[dict[str, Any]]:
-            record = await service_type(context).get(record_id)
+        async def read(
+            self,
+            record_id: FromPath[uuid.UUID],
+            context: NamedDependency[CallContext],
+            reveal: Annotated[str | None, QueryParameter(required=False, max_length=64)] = None,
+            reason: Annotated[str | None, QueryParameter(required=False, max_length=500)] = None,
+        ) -> Response[dict[str, Any]]:
+            record = await service_type(context).get(record_id, reveal=reveal, reason=reason)
             return Response(record, headers=etag(record))
 
         @get("/", summary=f"List {label}s",
@@ -109,8 +117,20 @@ def record_controller(
         ) -> Page:
             query = build_list_query(entity, filters=list_filters(request, entity), sort=sort, cursor=cursor,
                                      limit=limit, max_limit=context.settings.page_size_max)
-            page = await service_type(context).list(query)
+            page = await service_type(context).page(query)
             return Page(items=page["items"], next_cursor=page["next_cursor"])
+
+        @get("/export", summary=f"Export {label}s as JSON lines",
+             description=f"Every {label} in the caller's scope (up to {EXPORT_LIMIT}), with the same field masks as "
+                         f"a read; exact-match filters as for the list: {filterable}.",
+             media_type="application/x-ndjson")
+        async def export(self, request: Request[Any, Any, Any],
+                         context: NamedDependency[CallContext]) -> Response[bytes]:
+            query = build_list_query(entity, filters=list_filters(request, entity), sort=None, cursor=None,
+                                     limit=None, max_limit=context.settings.page_size_max)
+            records = await service_type(context).export(query.filters, max_rows=EXPORT_LIMIT)
+            body = b"".join(msgspec.json.encode(record) + b"\n" for record in records)
+            return Response(body, media_type="application/x-ndjson")
 
         @patch("/{record_id:uuid}", summary=f"Change a {label}",
                description="Send `If-Match` with the ETag from a read, or `version` in the body; a stale version "

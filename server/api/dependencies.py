@@ -21,4 +21,5 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[Asy
 
 def provide_call_context(request: Request[Principal, Any, Any], session: NamedDependency[AsyncSession]) -> CallContext:
     """The authenticated principal with the request's session and the settings."""
-    return CallContext(session=session, principal=request.user, settings=request.app.state.resources.settings)
+    resources = request.app.state.resources
+    return CallContext(session=session, principal=request.user, settings=resources.settings, access=resources.access)

@@ -27,12 +27,20 @@ class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 def given_values(body: msgspec.Struct, *, exclude: frozenset[str] = frozenset({"version"})) -> dict[str, Any]:
-    """The fields the client actually sent (UNSET dropped), as plain values."""
+    """The fields the client set: UNSET and values equal to the schema's default are left out.
+
+    Field-level write checks look only at these, so an omitted optional field is not "written".
+    """
     values: dict[str, Any] = {}
-    for name in body.__struct_fields__:
-        value = getattr(body, name)
-        if value is not msgspec.UNSET and name not in exclude:
-            values[name] = value
+    for info in msgspec.structs.fields(type(body)):
+        value = getattr(body, info.name)
+        if value is msgspec.UNSET or info.name in exclude:
+            continue
+        if info.default is not msgspec.NODEFAULT and value == info.default:
+            continue
+        if info.default_factory is not msgspec.NODEFAULT and value == info.default_factory():
+            continue
+        values[info.name] = value
     return values
 
 

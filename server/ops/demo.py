@@ -8,9 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings
+from server.security.access import AccessControl
 from server.security.identity import PasswordHasher, User
 from server.security.principal import Principal, PrincipalKind
 from server.services.activities import ActivityService
@@ -78,10 +79,12 @@ async def load_demo_data(session: AsyncSession, settings: Settings, *, customers
     """Create ``customers`` customers with contacts, opportunities, service records and activities."""
     rng = random.Random(seed)  # noqa: S311 - demo data, not security
     owners = await _demo_owners(session, settings)
+    access = AccessControl(async_sessionmaker(session.bind, expire_on_commit=False))
+    await access.refresh_if_stale(force=True)
     now = datetime.now(UTC)
     counts = dict.fromkeys(("customers", "contacts", "opportunities", "service records", "activities"), 0)
     for index in range(customers):
-        context = CallContext(session=session, principal=rng.choice(owners), settings=settings)
+        context = CallContext(session=session, principal=rng.choice(owners), settings=settings, access=access)
         individual = rng.random() < 0.25
         chinese = rng.random() < 0.5
         customer = await CustomerService(context).create({

@@ -5,17 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from server.domain.activities import ACTIVITY, Activity
-from server.domain.base import Base
-from server.domain.contacts import Contact
-from server.domain.customers import Customer
-from server.domain.opportunities import Opportunity
-from server.domain.service_records import ServiceRecord
 from server.errors import InvalidInput
 from server.security.identity import User
+from server.services.customers import CustomerService
 from server.services.records import RecordService, require_reference, set_fields
 
-_LINKS: dict[str, type[Base]] = {"contact_id": Contact, "opportunity_id": Opportunity,
-                                 "service_record_id": ServiceRecord}
+
+def _links() -> dict[str, type[RecordService[Any]]]:
+    from server.services.contacts import ContactService
+    from server.services.opportunities import OpportunityService
+    from server.services.service_records import ServiceRecordService
+
+    return {"contact_id": ContactService, "opportunity_id": OpportunityService,
+            "service_record_id": ServiceRecordService}
 
 
 class ActivityService(RecordService[Activity]):
@@ -25,7 +27,7 @@ class ActivityService(RecordService[Activity]):
     model = Activity
 
     async def build(self, values: dict[str, Any]) -> Activity:
-        await require_reference(self.session, Customer, values["customer_id"], "customer_id")
+        await self.reference(CustomerService, values["customer_id"], "customer_id")
         owner_id = values.get("owner_id") or self.principal.user_id
         if owner_id is None:
             raise InvalidInput("owner_id is required", field="owner_id")
@@ -43,10 +45,10 @@ class ActivityService(RecordService[Activity]):
 
     async def _check_links(self, values: dict[str, Any], customer_id: Any) -> None:
         """Every linked record must exist and belong to the same customer."""
-        for field, model in _LINKS.items():
+        for field, service_type in _links().items():
             linked_id = values.get(field)
             if linked_id is None:
                 continue
-            linked = await require_reference(self.session, model, linked_id, field)
+            linked = await self.reference(service_type, linked_id, field)
             if linked.customer_id != customer_id:
                 raise InvalidInput(f"{field} belongs to another customer", field=field)

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, select
 
 from server.domain.activities import Activity
 from server.domain.base import utc_now
 from server.domain.contacts import CONTACT, Contact, check_contact_fields
 from server.domain.customers import Customer
 from server.domain.service_records import ServiceRecord
-from server.services.records import RecordService, refuse_if_dependents, require_reference, set_fields
+from server.services.customers import CustomerService
+from server.services.records import RecordService, refuse_if_dependents, set_fields
 
 
 class ContactService(RecordService[Contact]):
@@ -20,8 +23,12 @@ class ContactService(RecordService[Contact]):
     entity = CONTACT
     model = Contact
 
+    def owned_by(self, owner_ids: Collection[uuid.UUID]) -> ColumnElement[bool]:
+        """A contact is in scope when its customer is."""
+        return Contact.customer_id.in_(select(Customer.id).where(Customer.owner_id.in_(owner_ids)))
+
     async def build(self, values: dict[str, Any]) -> Contact:
-        customer: Customer = await require_reference(self.session, Customer, values["customer_id"], "customer_id")
+        customer: Customer = await self.reference(CustomerService, values["customer_id"], "customer_id")
         check_contact_fields(values, customer.kind)
         record = Contact(marketing_consent=False)
         set_fields(record, values)
@@ -31,7 +38,7 @@ class ContactService(RecordService[Contact]):
 
     async def change(self, record: Contact, changes: dict[str, Any]) -> None:
         customer_id = changes.get("customer_id", record.customer_id)
-        customer: Customer = await require_reference(self.session, Customer, customer_id, "customer_id")
+        customer: Customer = await self.reference(CustomerService, customer_id, "customer_id")
         to_check = dict(changes)
         if to_check.get("marketing_consent") is True:
             to_check.setdefault("consent_source", record.consent_source)

@@ -36,31 +36,38 @@ class Customer360Service:
         customers, contacts = CustomerService(self.context), ContactService(self.context)
         opportunities, service = OpportunityService(self.context), ServiceRecordService(self.context)
         activities = ActivityService(self.context)
+        customers.require("read")
         async with self.session.begin():
             customer = await customers.load(customer_id)
             contact_rows = await self._rows(select(Contact).where(Contact.customer_id == customer_id,
-                                                                  *contacts.scope()).order_by(Contact.name))
+                                                                  *await contacts.scope()).order_by(Contact.name))
             open_rows = await self._rows(select(Opportunity).where(
                 Opportunity.customer_id == customer_id, Opportunity.stage.in_([s.value for s in OPEN_STAGES]),
-                *opportunities.scope()).order_by(Opportunity.created_at.desc()))
+                *await opportunities.scope()).order_by(Opportunity.created_at.desc()))
             service_rows = await self._rows(select(ServiceRecord).where(
-                ServiceRecord.customer_id == customer_id, *service.scope(),
+                ServiceRecord.customer_id == customer_id, *await service.scope(),
             ).order_by(ServiceRecord.created_at.desc()).limit(RECENT_SERVICE_RECORDS))
             activity_rows = await self._rows(select(Activity).where(
-                Activity.customer_id == customer_id, *activities.scope(),
+                Activity.customer_id == customer_id, *await activities.scope(),
             ).order_by(Activity.occurred_at.desc()).limit(TIMELINE_LENGTH))
             stage_rows = (await self.session.execute(
                 select(StageChange, Opportunity.title).join(Opportunity, Opportunity.id == StageChange.opportunity_id)
-                .where(Opportunity.customer_id == customer_id, *opportunities.scope())
+                .where(Opportunity.customer_id == customer_id, *await opportunities.scope())
                 .order_by(StageChange.changed_at.desc()).limit(TIMELINE_LENGTH)
             )).all()
-            return {
-                "customer": customers.project(customer),
-                "contacts": [contacts.project(row) for row in contact_rows],
-                "open_opportunities": [opportunities.project(row) for row in open_rows],
-                "recent_service_records": [service.project(row) for row in service_rows],
-                "timeline": _timeline(activity_rows, service_rows, stage_rows),
-            }
+            view: dict[str, Any] = {"customer": customers.project(customer)}
+            parts = (("contacts", contacts, contact_rows), ("open_opportunities", opportunities, open_rows),
+                     ("recent_service_records", service, service_rows))
+            for name, part_service, rows in parts:
+                # A part the caller may not read is absent, as a hidden field is.
+                if part_service.mask.can("read"):
+                    view[name] = [part_service.project(row) for row in rows]
+            view["timeline"] = _timeline(
+                activity_rows if activities.mask.can("read") else [],
+                service_rows if service.mask.can("read") else [],
+                stage_rows if opportunities.mask.can("read") else [],
+            )
+            return view
 
     async def _rows(self, statement: Any) -> list[Any]:
         return list((await self.session.execute(statement)).scalars().all())

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from server.db import write_transaction
 from server.domain.base import Base, utc_now
 from server.domain.types import UtcDateTime
 from server.errors import Conflict, InvalidInput
@@ -65,7 +66,7 @@ async def run_once(
     if stored is not None:
         return stored, True
     try:
-        async with session.begin():
+        async with write_transaction(session):
             answer = await action()
             session.add(IdempotencyRecord(principal_id=principal_id, key=key,
                                           request_fingerprint=request_fingerprint, status_code=201,
@@ -81,7 +82,7 @@ async def run_once(
 
 async def _stored_answer(session: AsyncSession, principal_id: uuid.UUID, key: str, request_fingerprint: str,
                          ttl: timedelta) -> dict[str, Any] | None:
-    async with session.begin():
+    async with write_transaction(session):
         record = await session.get(IdempotencyRecord, (principal_id, key))
         if record is None:
             return None

@@ -1,32 +1,69 @@
-"""Sign-in and user administration."""
+"""Sign-in (password, refresh, client credentials), revocation, lockout, and user/client/org-unit administration."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import string
+import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.errors import Conflict, InvalidInput, NotAuthenticated, NotFound
-from server.security.identity import PasswordHasher, TokenSigner, User, check_password_policy
-from server.security.principal import Principal, PrincipalKind
+from server.db import write_transaction
+from server.domain.activities import Activity
+from server.domain.base import utc_now
+from server.domain.customers import Customer
+from server.domain.opportunities import Opportunity
+from server.domain.service_records import ServiceRecord
+from server.errors import Conflict, InvalidInput, MalformedRequest, NotAuthenticated, NotFound
+from server.security.access import bump_security_version
+from server.security.identity import (
+    ApiClient,
+    OrgUnit,
+    PasswordHasher,
+    RefreshToken,
+    RevokedToken,
+    RoleDefinition,
+    TokenSigner,
+    User,
+    check_password_policy,
+)
+from server.security.principal import PrincipalKind
 
 log = structlog.get_logger("strongroom.identity")
 
-KNOWN_ROLES = ("sysadmin", "secadmin", "auditor", "sales_manager", "sales_rep", "support_agent", "marketing")
+LOCKOUT_THRESHOLD = 5
+LOCKOUT_BASE = timedelta(seconds=30)
+LOCKOUT_MAX = timedelta(minutes=15)
+REFRESH_TTL = timedelta(days=14)
+CLIENT_SCOPES = frozenset({f"{collection}:{access}" for collection in (
+    "customers", "contacts", "opportunities", "service_records", "activities") for access in ("read", "write")}
+    | {"pii:read"})
 
 
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
-    """An access token as the token endpoint returns it."""
+    """What the token endpoint answers."""
 
     access_token: str
     expires_in: int
     scope: str
+    refresh_token: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewClient:
+    """A created API client; the secret is shown once and only its hash is kept."""
+
+    client_id: str
+    client_secret: str
+    roles: tuple[str, ...]
+    allowed_scopes: tuple[str, ...]
 
 
 def generate_password() -> str:
@@ -38,82 +75,289 @@ def generate_password() -> str:
             return candidate
 
 
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def lockout_delay(failures: int) -> timedelta | None:
+    """How long an account stays locked after ``failures`` consecutive failures (exponential, capped)."""
+    if failures < LOCKOUT_THRESHOLD:
+        return None
+    delay: timedelta = LOCKOUT_BASE * (2 ** (failures - LOCKOUT_THRESHOLD))
+    return min(delay, LOCKOUT_MAX)
+
+
 class IdentityService:
-    """Authenticates people and manages user accounts."""
+    """Authenticates people and clients and manages accounts. Every change bumps the security version."""
 
     def __init__(self, session: AsyncSession, hasher: PasswordHasher, signer: TokenSigner | None = None) -> None:
         self.session = session
         self.hasher = hasher
         self.signer = signer
 
-    async def password_grant(self, username: str, password: str) -> IssuedToken:
-        """Issue a token for a valid, enabled user; one vague 401 for every failure."""
+    def _signer(self) -> TokenSigner:
         if self.signer is None:
             raise RuntimeError("token signer not configured")
-        async with self.session.begin():
-            user = (await self.session.execute(select(User).where(User.username == username))).scalar_one_or_none()
-        valid = self.hasher.verify(user.password_hash if user else None, password)
-        if user is None or not valid or user.disabled:
-            log.info("login_failed", reason="unknown_user" if user is None else
-                     ("disabled" if user.disabled and valid else "bad_password"))
-            raise NotAuthenticated("invalid username or password")
-        token = self.signer.issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
-                                  roles=tuple(user.roles))
-        log.info("login", user_id=str(user.id))
-        return IssuedToken(token, self.signer.ttl_seconds, "")
+        return self.signer
 
-    async def principal_for(self, user_id: Any) -> Principal | None:
-        """The current principal of an enabled user (roles as stored now), or None."""
-        async with self.session.begin():
-            user = await self.session.get(User, user_id)
-        if user is None or user.disabled:
-            return None
-        return Principal(id=user.id, kind=PrincipalKind.USER, name=user.username, roles=tuple(user.roles),
-                         unit_id=user.org_unit_id)
+    # -- grants ----------------------------------------------------------------------------------------------
+
+    async def password_grant(self, username: str, password: str) -> IssuedToken:
+        """Issue an access and a refresh token for a valid, enabled, unlocked user; one vague 401 otherwise."""
+        now = utc_now()
+        async with write_transaction(self.session):
+            user = await self._find(username, for_update=True)
+            valid = self.hasher.verify(user.password_hash if user else None, password)
+            if user is None:
+                log.info("login_failed", reason="unknown_user")
+                raise NotAuthenticated("invalid username or password")
+            if user.locked_until is not None and user.locked_until > now:
+                log.info("login_failed", reason="locked", user_id=str(user.id))
+                raise NotAuthenticated("invalid username or password")
+            if not valid or user.disabled:
+                if not valid:
+                    user.failed_logins += 1
+                    delay = lockout_delay(user.failed_logins)
+                    user.locked_until = now + delay if delay else None
+                log.info("login_failed", reason="disabled" if valid else "bad_password", user_id=str(user.id),
+                         failures=user.failed_logins)
+                failed = True
+            else:
+                user.failed_logins, user.locked_until = 0, None
+                failed = False
+                access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
+                                              roles=tuple(user.roles))
+                refresh = await self._new_refresh_token(user.id)
+        if failed:
+            raise NotAuthenticated("invalid username or password")
+        log.info("login", user_id=str(user.id))
+        return IssuedToken(access, self._signer().ttl_seconds, "", refresh)
+
+    async def refresh_grant(self, refresh_token: str) -> IssuedToken:
+        """Rotate a refresh token: the old one is spent, a new pair is issued. Reuse of a spent one fails."""
+        now = utc_now()
+        async with write_transaction(self.session):
+            stored = (await self.session.execute(select(RefreshToken).where(
+                RefreshToken.token_hash == _digest(refresh_token)).with_for_update())).scalar_one_or_none()
+            if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
+                raise NotAuthenticated("the refresh token is not valid", error="invalid_grant")
+            user = await self.session.get(User, stored.user_id)
+            revoked_after = user.tokens_valid_after if user else None
+            if user is None or user.disabled or (revoked_after and stored.issued_at < revoked_after):
+                raise NotAuthenticated("the refresh token is not valid", error="invalid_grant")
+            stored.revoked_at = now
+            access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
+                                          roles=tuple(user.roles))
+            refresh = await self._new_refresh_token(user.id)
+        return IssuedToken(access, self._signer().ttl_seconds, "", refresh)
+
+    async def client_credentials_grant(self, client_id: str, client_secret: str, scope: str | None) -> IssuedToken:
+        """A token for an API client; the requested scopes must be among the client's allowed scopes."""
+        async with write_transaction(self.session):
+            client = (await self.session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
+                      ).scalar_one_or_none()
+        valid = self.hasher.verify(client.secret_hash if client else None, client_secret)
+        if client is None or not valid or client.disabled:
+            log.info("client_login_failed", reason="unknown" if client is None else "bad_secret_or_disabled")
+            raise NotAuthenticated("invalid client credentials", error="invalid_client")
+        allowed = frozenset(client.allowed_scopes)
+        requested = frozenset(scope.split()) if scope else allowed
+        beyond = requested - allowed
+        if beyond:
+            raise MalformedRequest(f"scopes not granted to this client: {', '.join(sorted(beyond))}",
+                                   error="invalid_scope")
+        token = self._signer().issue(subject=client.id, kind=PrincipalKind.CLIENT.value, name=client.client_id,
+                                     roles=tuple(client.roles), scopes=requested)
+        return IssuedToken(token, self._signer().ttl_seconds, " ".join(sorted(requested)))
+
+    async def revoke(self, token: str) -> None:
+        """Revoke an access token (by its id) or a refresh token (RFC 7009: unknown tokens are not an error)."""
+        async with write_transaction(self.session):
+            stored = (await self.session.execute(select(RefreshToken).where(
+                RefreshToken.token_hash == _digest(token)))).scalar_one_or_none()
+            if stored is not None:
+                stored.revoked_at = stored.revoked_at or utc_now()
+                return
+            try:
+                claims = self._signer().verify(token)
+            except NotAuthenticated:
+                return
+            if await self.session.get(RevokedToken, claims.token_id) is None:
+                expires_at = datetime.fromtimestamp(claims.expires_at, tz=UTC)
+                self.session.add(RevokedToken(token_id=claims.token_id, expires_at=expires_at))
+                await bump_security_version(self.session)
+
+    async def _new_refresh_token(self, user_id: uuid.UUID) -> str:
+        token = secrets.token_urlsafe(32)
+        self.session.add(RefreshToken(user_id=user_id, token_hash=_digest(token), expires_at=utc_now() + REFRESH_TTL))
+        return token
+
+    # -- users -----------------------------------------------------------------------------------------------
 
     async def create_user(self, username: str, *, roles: list[str], password: str, display_name: str | None = None,
-                          manager: str | None = None) -> User:
-        """Create a user; the password must meet the policy; roles must be known."""
-        _check_username(username)
-        unknown = [role for role in roles if role not in KNOWN_ROLES]
-        if unknown or not roles:
-            raise InvalidInput(f"unknown or missing roles {unknown}; known: {', '.join(KNOWN_ROLES)}", field="role")
+                          manager: str | None = None, unit: str | None = None) -> User:
+        """Create a user; the password must meet the policy; roles must exist."""
+        _check_name(username, "username")
         check_password_policy(password)
-        async with self.session.begin():
+        async with write_transaction(self.session):
+            await self._check_roles(roles)
             if await self._find(username) is not None:
                 raise Conflict(f"user {username!r} already exists")
-            manager_id = None
-            if manager:
-                manager_user = await self._find(manager)
-                if manager_user is None:
-                    raise NotFound(f"manager {manager!r} not found")
-                manager_id = manager_user.id
             user = User(username=username, display_name=display_name or username, roles=list(dict.fromkeys(roles)),
-                        password_hash=self.hasher.hash(password), manager_id=manager_id)
+                        password_hash=self.hasher.hash(password))
+            user.manager_id = (await self._require(manager)).id if manager else None
+            user.org_unit_id = (await self._require_unit(unit)).id if unit else None
             self.session.add(user)
+            await bump_security_version(self.session)
+        return user
+
+    async def update_user(self, username: str, *, roles: list[str] | None = None, unit: str | None = None,
+                          manager: str | None = None) -> User:
+        """Change a user's roles, org unit or manager."""
+        async with write_transaction(self.session):
+            user = await self._require(username)
+            if roles is not None:
+                await self._check_roles(roles)
+                user.roles = list(dict.fromkeys(roles))
+            if unit is not None:
+                user.org_unit_id = (await self._require_unit(unit)).id if unit else None
+            if manager is not None:
+                manager_user = await self._require(manager) if manager else None
+                if manager_user is not None and manager_user.id == user.id:
+                    raise InvalidInput("a user cannot be their own manager", field="manager")
+                user.manager_id = manager_user.id if manager_user else None
+            await bump_security_version(self.session)
         return user
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
-        """Disable or re-enable a user."""
-        async with self.session.begin():
+        """Disable (revoking every token at once) or re-enable a user."""
+        async with write_transaction(self.session):
             user = await self._require(username)
             user.disabled = disabled
+            if disabled:
+                await self._revoke_all(user)
+            await bump_security_version(self.session)
 
     async def reset_password(self, username: str, password: str) -> None:
-        """Set a new password (policy applies)."""
+        """Set a new password (policy applies); existing tokens stop working; the lockout is lifted."""
         check_password_policy(password)
-        async with self.session.begin():
+        async with write_transaction(self.session):
             user = await self._require(username)
             user.password_hash = self.hasher.hash(password)
+            user.failed_logins, user.locked_until = 0, None
+            await self._revoke_all(user)
+            await bump_security_version(self.session)
+
+    async def handover(self, from_username: str, to_username: str) -> dict[str, int]:
+        """Reassign every record owned by one user to another in one transaction; counts per entity."""
+        async with write_transaction(self.session):
+            source, target = await self._require(from_username), await self._require(to_username)
+            if target.disabled:
+                raise InvalidInput("records cannot be handed to a disabled user", field="to")
+            counts: dict[str, int] = {}
+            for noun, model in (("customers", Customer), ("opportunities", Opportunity),
+                                ("service_records", ServiceRecord), ("activities", Activity)):
+                result = await self.session.execute(update(model).where(model.owner_id == source.id)
+                                                    .values(owner_id=target.id, version=model.version + 1))
+                counts[noun] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return counts
 
     async def any_user_with_role(self, role: str) -> bool:
         """Whether some user holds ``role`` (``init`` creates the first admin only once)."""
-        async with self.session.begin():
+        async with write_transaction(self.session):
             users = (await self.session.execute(select(User.roles))).scalars().all()
         return any(role in roles for roles in users)
 
-    async def _find(self, username: str) -> User | None:
-        return (await self.session.execute(select(User).where(User.username == username))).scalar_one_or_none()
+    async def list_users(self) -> list[dict[str, Any]]:
+        """Users without secrets."""
+        async with write_transaction(self.session):
+            users = (await self.session.execute(select(User).order_by(User.username))).scalars().all()
+            units = {unit.id: unit.name for unit in (await self.session.execute(select(OrgUnit))).scalars()}
+            names = {user.id: user.username for user in users}
+            return [{"id": user.id, "username": user.username, "display_name": user.display_name,
+                     "roles": list(user.roles), "unit": units.get(user.org_unit_id) if user.org_unit_id else None,
+                     "manager": names.get(user.manager_id) if user.manager_id else None,
+                     "disabled": user.disabled,
+                     "locked": bool(user.locked_until and user.locked_until > utc_now())} for user in users]
+
+    # -- org units -------------------------------------------------------------------------------------------
+
+    async def create_unit(self, name: str, parent: str | None = None) -> OrgUnit:
+        """Add a department under ``parent`` (or at the top)."""
+        if not 1 <= len(name) <= 200 or not name.isprintable() or name != name.strip():
+            raise InvalidInput("name must be 1-200 printable characters", field="name")
+        async with write_transaction(self.session):
+            if (await self.session.execute(select(OrgUnit).where(OrgUnit.name == name))).scalar_one_or_none():
+                raise Conflict(f"org unit {name!r} already exists")
+            unit = OrgUnit(name=name, parent_id=(await self._require_unit(parent)).id if parent else None)
+            self.session.add(unit)
+            await bump_security_version(self.session)
+        return unit
+
+    async def list_units(self) -> list[dict[str, Any]]:
+        """Org units with their parents' names."""
+        async with write_transaction(self.session):
+            units = (await self.session.execute(select(OrgUnit).order_by(OrgUnit.name))).scalars().all()
+        names = {unit.id: unit.name for unit in units}
+        return [{"id": unit.id, "name": unit.name, "parent": names.get(unit.parent_id) if unit.parent_id else None}
+                for unit in units]
+
+    # -- API clients -----------------------------------------------------------------------------------------
+
+    async def create_client(self, name: str, *, roles: list[str], scopes: list[str]) -> NewClient:
+        """Register an API client; its secret is returned once."""
+        _check_name(name, "name")
+        unknown = sorted(set(scopes) - CLIENT_SCOPES)
+        if unknown or not scopes:
+            raise InvalidInput(f"unknown or missing scopes {unknown}; known: {', '.join(sorted(CLIENT_SCOPES))}",
+                               field="scope")
+        client_id = f"{name}-{secrets.token_hex(4)}"
+        secret = secrets.token_urlsafe(32)
+        async with write_transaction(self.session):
+            await self._check_roles(roles)
+            self.session.add(ApiClient(client_id=client_id, name=name, roles=list(roles),
+                                       allowed_scopes=sorted(set(scopes)), secret_hash=self.hasher.hash(secret)))
+            await bump_security_version(self.session)
+        return NewClient(client_id, secret, tuple(roles), tuple(sorted(set(scopes))))
+
+    async def set_client_disabled(self, client_id: str, disabled: bool) -> None:
+        """Disable (revoking its tokens) or re-enable a client."""
+        async with write_transaction(self.session):
+            client = (await self.session.execute(select(ApiClient).where(ApiClient.client_id == client_id))
+                      ).scalar_one_or_none()
+            if client is None:
+                raise NotFound(f"client {client_id!r} not found")
+            client.disabled = disabled
+            client.tokens_valid_after = utc_now() if disabled else client.tokens_valid_after
+            await bump_security_version(self.session)
+
+    async def list_clients(self) -> list[dict[str, Any]]:
+        """Clients without secrets."""
+        async with write_transaction(self.session):
+            clients = (await self.session.execute(select(ApiClient).order_by(ApiClient.client_id))).scalars().all()
+        return [{"client_id": c.client_id, "name": c.name, "roles": list(c.roles),
+                 "allowed_scopes": list(c.allowed_scopes), "disabled": c.disabled} for c in clients]
+
+    # -- helpers ---------------------------------------------------------------------------------------------
+
+    async def _revoke_all(self, user: User) -> None:
+        now = utc_now()
+        user.tokens_valid_after = now
+        await self.session.execute(update(RefreshToken).where(RefreshToken.user_id == user.id,
+                                                              RefreshToken.revoked_at.is_(None))
+                                   .values(revoked_at=now))
+
+    async def _check_roles(self, roles: list[str]) -> None:
+        known = set((await self.session.execute(select(RoleDefinition.name))).scalars())
+        unknown = sorted(set(roles) - known)
+        if unknown or not roles:
+            raise InvalidInput(f"unknown or missing roles {unknown}; known: {', '.join(sorted(known))}", field="role")
+
+    async def _find(self, username: str, *, for_update: bool = False) -> User | None:
+        statement = select(User).where(User.username == username)
+        if for_update:
+            statement = statement.with_for_update()
+        return (await self.session.execute(statement)).scalar_one_or_none()
 
     async def _require(self, username: str) -> User:
         user = await self._find(username)
@@ -121,9 +365,16 @@ class IdentityService:
             raise NotFound(f"user {username!r} not found")
         return user
 
+    async def _require_unit(self, name: str) -> OrgUnit:
+        unit = (await self.session.execute(select(OrgUnit).where(OrgUnit.name == name))).scalar_one_or_none()
+        if unit is None:
+            raise NotFound(f"org unit {name!r} not found")
+        return unit
 
-def _check_username(username: str) -> None:
-    allowed = set(string.ascii_letters + string.digits + "._-@")
-    if not 1 <= len(username) <= 100 or not set(username) <= allowed:
-        raise InvalidInput("username must be 1-100 characters of letters, digits, '.', '_', '-' or '@'",
-                           field="username")
+
+def _check_name(name: str, field: str) -> None:
+    allowed = set(string.ascii_letters + string.digits + "._-@ ")
+    if not 1 <= len(name) <= 100 or not set(name) <= allowed or name != name.strip():
+        raise InvalidInput(f"{field} must be 1-100 characters of letters, digits, spaces, '.', '_', '-' or '@'",
+                           field=field)
+

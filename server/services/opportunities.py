@@ -9,7 +9,6 @@ from sqlalchemy import func, select
 
 from server.domain.activities import Activity
 from server.domain.base import utc_now
-from server.domain.customers import Customer
 from server.domain.opportunities import (
     OPPORTUNITY,
     Opportunity,
@@ -21,6 +20,7 @@ from server.domain.opportunities import (
 from server.domain.opportunities.rules import TERMINAL_STAGES, check_amount
 from server.errors import InvalidInput
 from server.security.identity import User
+from server.services.customers import CustomerService
 from server.services.records import RecordService, refuse_if_dependents, require_reference, set_fields
 
 
@@ -31,7 +31,7 @@ class OpportunityService(RecordService[Opportunity]):
     model = Opportunity
 
     async def build(self, values: dict[str, Any]) -> Opportunity:
-        await require_reference(self.session, Customer, values["customer_id"], "customer_id")
+        await self.reference(CustomerService, values["customer_id"], "customer_id")
         check_amount(values["amount"])
         owner_id = values.get("owner_id") or self.principal.user_id
         if owner_id is None:

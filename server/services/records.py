@@ -7,22 +7,26 @@ Per-entity services subclass ``RecordService`` and supply the business rules thr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, false, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.config import Settings
+from server.db import write_transaction
 from server.domain.base import Base
-from server.domain.fields import EntitySpec
-from server.domain.repository import ModelT, Repository
-from server.errors import Conflict, NotFound
+from server.domain.fields import EntitySpec, FieldSpec
+from server.domain.repository import Keyset, ModelT, Repository, SortOrder
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.security.access import AccessControl
+from server.security.identity.models import User
+from server.security.policy import FieldMask, RecordScope, Visibility, render_mask
 from server.security.principal import Principal
 from server.services import idempotency
 from server.services.pagination import ListQuery, encode_cursor
@@ -30,11 +34,15 @@ from server.services.pagination import ListQuery, encode_cursor
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """What every service call needs: the transaction's session, the caller and the settings."""
+    """What every service call needs: the transaction's session, the caller, the settings and access control."""
 
     session: AsyncSession
     principal: Principal
     settings: Settings
+    access: AccessControl
+
+
+MIN_REVEAL_REASON = 10
 
 
 def render_decimal(value: Decimal) -> str:
@@ -55,6 +63,7 @@ class RecordService(Generic[ModelT]):
         self.session = context.session
         self.principal = context.principal
         self.repository: Repository[ModelT] = Repository(context.session, self.model)  # type: ignore[arg-type]
+        self.mask: FieldMask = context.access.field_mask(context.principal, self.entity)
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -69,38 +78,109 @@ class RecordService(Generic[ModelT]):
     async def check_delete(self, record: ModelT) -> None:
         """Raise Conflict when ``record`` cannot be deleted (it has dependents)."""
 
-    def scope(self) -> list[ColumnElement[bool]]:
-        """Criteria limiting which records the principal may reach (record scope, filled in by policy)."""
-        return []
+    def owned_by(self, owner_ids: Collection[uuid.UUID]) -> ColumnElement[bool]:
+        """Criteria for records owned by one of ``owner_ids`` (entities without an owner follow their customer)."""
+        return self.repository.column("owner_id").in_(owner_ids)  # type: ignore[no-any-return]
 
-    def project(self, record: ModelT) -> dict[str, Any]:
-        """The record as the API shows it: every declared field, JSON-ready."""
+    async def scope(self) -> list[ColumnElement[bool]]:
+        """The record-scope criteria of the principal's roles, applied inside every query (404 outside)."""
+        scope = self.mask.scope
+        principal, access = self.principal, self.context.access
+        if scope is RecordScope.ALL:
+            return []
+        if scope is RecordScope.OWN:
+            return [self.owned_by([principal.id])]
+        if scope is RecordScope.TEAM:
+            return [self.owned_by(await access.team_of(principal.id))]
+        if scope is RecordScope.UNIT and principal.unit_id is not None:
+            units = access.unit_subtree(principal.unit_id)
+            return [self.owned_by(select(User.id).where(User.org_unit_id.in_(units)))]  # type: ignore[arg-type]
+        return [false()]
+
+    async def reference(self, service_type: type[RecordService[Any]], record_id: uuid.UUID, field: str) -> Any:
+        """A record another one points at, looked up inside the caller's scope for that entity.
+
+        Linking to a record the caller cannot see is refused exactly as linking to one that does not exist
+        (422), so references can neither attach data to someone else's records nor probe for their existence.
+        """
+        other = service_type(self.context)
+        record = await other.repository.get(record_id, *await other.scope())
+        if record is None:
+            raise InvalidInput(f"{field} does not refer to an existing record", field=field)
+        return record
+
+    def require(self, action: str) -> None:
+        """Refuse with 403 naming the action when the roles (or token scopes) do not allow it."""
+        if not self.mask.can(action):
+            raise Forbidden(f"not allowed to {action} {self.entity.name} records", action=action,
+                            entity=self.entity.name)
+
+    def require_writable(self, action: str, values: Mapping[str, Any]) -> None:
+        """Refuse the whole write, naming every field the principal may not set; nothing is applied."""
+        self.require(action)
+        refused = sorted(name for name in values if name not in self.mask.writable)
+        if refused:
+            raise Forbidden(f"not allowed to write {', '.join(f'{self.entity.name}.{n}' for n in refused)}",
+                            fields=refused, action=action, entity=self.entity.name)
+
+    def require_clear(self, names: Iterable[str], purpose: str) -> None:
+        """Filtering or sorting on a field is allowed only if the principal reads it in clear (no oracle)."""
+        refused = sorted(name for name in names if not self.mask.readable_in_clear(name))
+        if refused:
+            raise Forbidden(f"not allowed to {purpose} by {', '.join(refused)}", fields=refused)
+
+    def project(self, record: ModelT, *, reveal: str | None = None) -> dict[str, Any]:
+        """The record as the principal may see it: clear, masked by the field's format, or absent."""
         projected: dict[str, Any] = {}
-        for name in self.entity.field_names:
-            value = getattr(record, name)
-            projected[name] = render_decimal(value) if isinstance(value, Decimal) else value
+        for spec in self.entity.fields:
+            visibility = self.mask.visibility.get(spec.name, Visibility.HIDDEN)
+            if visibility is Visibility.HIDDEN:
+                continue
+            value = getattr(record, spec.name)
+            if visibility is Visibility.MASKED and spec.name != reveal:
+                projected[spec.name] = _masked(spec, value)
+            else:
+                projected[spec.name] = render_decimal(value) if isinstance(value, Decimal) else value
         return projected
 
     # -- use cases ---------------------------------------------------------------------------------------------
 
     async def load(self, record_id: uuid.UUID, *, for_update: bool = False) -> ModelT:
         """A record in the principal's scope, or NotFound (also for records out of scope)."""
-        record = await self.repository.get(record_id, *self.scope(), for_update=for_update)
+        record = await self.repository.get(record_id, *await self.scope(), for_update=for_update)
         if record is None:
             raise NotFound(f"{self.entity.name} {record_id} not found")
         return record
 
-    async def get(self, record_id: uuid.UUID) -> dict[str, Any]:
-        """One record, projected."""
+    async def get(self, record_id: uuid.UUID, *, reveal: str | None = None, reason: str | None = None
+                  ) -> dict[str, Any]:
+        """One record, projected; ``reveal`` shows one masked field in clear, with a reason, and is audited."""
+        self.require("read")
+        if reveal is not None:
+            self._check_reveal(reveal, reason)
         async with self.session.begin():
-            return self.project(await self.load(record_id))
+            return self.project(await self.load(record_id), reveal=reveal)
 
-    async def list(self, query: ListQuery) -> dict[str, Any]:
+    def _check_reveal(self, field: str, reason: str | None) -> None:
+        if self.entity.field(field) is None:
+            raise InvalidInput(f"{self.entity.name} has no field {field[:40]!r}", field="reveal")
+        if self.mask.visibility.get(field) is Visibility.CLEAR:
+            return
+        if field not in self.mask.revealable:
+            raise Forbidden(f"not allowed to reveal {self.entity.name}.{field}", fields=[field], action="reveal")
+        if reason is None or len(reason.strip()) < MIN_REVEAL_REASON:
+            raise InvalidInput(f"a reason of at least {MIN_REVEAL_REASON} characters is required to reveal a field",
+                               field="reason")
+
+    async def page(self, query: ListQuery) -> dict[str, Any]:
         """A page of records matching the query's filters, and the cursor of the next page."""
+        self.require("list")
+        self.require_clear(query.filters, "filter")
+        self.require_clear([query.sort.field], "sort")
         criteria = [self.repository.column(name) == value for name, value in query.filters.items()]
         async with self.session.begin():
             rows, more = await self.repository.list_page(
-                *self.scope(), *criteria, sort=query.sort, after=query.after, limit=query.limit
+                *await self.scope(), *criteria, sort=query.sort, after=query.after, limit=query.limit
             )
             items = [self.project(row) for row in rows]
         next_cursor = None
@@ -109,8 +189,28 @@ class RecordService(Generic[ModelT]):
             next_cursor = encode_cursor(query.sort, getattr(last, query.sort.field), last.id)  # type: ignore[attr-defined]
         return {"items": items, "next_cursor": next_cursor}
 
+    async def export(self, filters: dict[str, Any], *, max_rows: int) -> list[dict[str, Any]]:
+        """Every record in scope matching ``filters`` (up to ``max_rows``), projected exactly as a read is."""
+        self.require("export")
+        self.require_clear(filters, "filter")
+        criteria = [self.repository.column(name) == value for name, value in filters.items()]
+        sort = SortOrder("created_at")
+        exported: list[dict[str, Any]] = []
+        after: Keyset | None = None
+        async with self.session.begin():
+            scope = await self.scope()
+            while len(exported) < max_rows:
+                rows, more = await self.repository.list_page(*scope, *criteria, sort=sort, after=after,
+                                                             limit=min(500, max_rows - len(exported)))
+                exported += [self.project(row) for row in rows]
+                if not more or not rows:
+                    break
+                after = Keyset(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]
+        return exported
+
     async def create(self, values: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Create a record; with an idempotency key, a retry returns the first answer."""
+        self.require_writable("create", values)
 
         async def insert() -> dict[str, Any]:
             record = await self.build(values)
@@ -119,7 +219,7 @@ class RecordService(Generic[ModelT]):
             return self.project(record)
 
         if idempotency_key is None:
-            async with self.session.begin():
+            async with write_transaction(self.session):
                 return await insert()
         answer, _replayed = await idempotency.run_once(
             self.session,
@@ -133,13 +233,14 @@ class RecordService(Generic[ModelT]):
 
     async def update(self, record_id: uuid.UUID, changes: dict[str, Any], *, expected_version: int) -> dict[str, Any]:
         """Apply a PATCH if the record is still at ``expected_version`` (409 otherwise)."""
+        self.require_writable("update", changes)
         return await self.update_with(record_id, lambda record: self.change(record, changes),
                                       expected_version=expected_version)
 
     async def update_with(self, record_id: uuid.UUID, mutate: Callable[[ModelT], Awaitable[None]], *,
                           expected_version: int) -> dict[str, Any]:
         """Load the record for update, check its version, ``mutate`` it and save, in one transaction."""
-        async with self.session.begin():
+        async with write_transaction(self.session):
             record = await self.load(record_id, for_update=True)
             current = record.version  # type: ignore[attr-defined]
             if current != expected_version:
@@ -153,7 +254,8 @@ class RecordService(Generic[ModelT]):
 
     async def delete(self, record_id: uuid.UUID, *, expected_version: int | None) -> None:
         """Delete a record (optionally only at ``expected_version``)."""
-        async with self.session.begin():
+        self.require("delete")
+        async with write_transaction(self.session):
             record = await self.load(record_id, for_update=True)
             current = record.version  # type: ignore[attr-defined]
             if expected_version is not None and current != expected_version:
@@ -170,6 +272,12 @@ class RecordService(Generic[ModelT]):
             raise Conflict(f"{self.entity.name} was changed by another request; reload and retry") from None
         except IntegrityError:
             raise Conflict(f"{self.entity.name} conflicts with existing data") from None
+
+
+def _masked(spec: FieldSpec, value: Any) -> Any:
+    if value is None:
+        return None
+    return render_mask(spec.mask, render_decimal(value) if isinstance(value, Decimal) else value)
 
 
 def set_fields(record: Base, values: Mapping[str, Any]) -> None:

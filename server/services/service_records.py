@@ -9,11 +9,12 @@ from sqlalchemy import func, select
 from server.domain.activities import Activity
 from server.domain.base import utc_now
 from server.domain.contacts import Contact
-from server.domain.customers import Customer
 from server.domain.service_records import SERVICE_RECORD, ServiceRecord, ServiceStatus, apply_status_change, due_times
 from server.domain.service_records.rules import check_satisfaction
 from server.errors import InvalidInput
 from server.security.identity import User
+from server.services.contacts import ContactService
+from server.services.customers import CustomerService
 from server.services.records import RecordService, refuse_if_dependents, require_reference, set_fields
 
 
@@ -24,7 +25,7 @@ class ServiceRecordService(RecordService[ServiceRecord]):
     model = ServiceRecord
 
     async def build(self, values: dict[str, Any]) -> ServiceRecord:
-        await require_reference(self.session, Customer, values["customer_id"], "customer_id")
+        await self.reference(CustomerService, values["customer_id"], "customer_id")
         await self._check_contact(values.get("contact_id"), values["customer_id"])
         owner_id = values.get("owner_id") or self.principal.user_id
         if owner_id is None:
@@ -60,6 +61,6 @@ class ServiceRecordService(RecordService[ServiceRecord]):
     async def _check_contact(self, contact_id: Any, customer_id: Any) -> None:
         if contact_id is None:
             return
-        contact: Contact = await require_reference(self.session, Contact, contact_id, "contact_id")
+        contact: Contact = await self.reference(ContactService, contact_id, "contact_id")
         if contact.customer_id != customer_id:
             raise InvalidInput("contact_id belongs to another customer", field="contact_id")

@@ -58,7 +58,7 @@ class Customer(RecordMixin, Base):
     lifecycle_stage: Mapped[str] = mapped_column(String(16), nullable=False, default=LifecycleStage.LEAD.value)
     source_channel: Mapped[str | None] = mapped_column(String(16))
     owner_id: Mapped[uuid.UUID] = mapped_column(Uuid, ForeignKey("users.id"), nullable=False)
-    org_unit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    org_unit_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, ForeignKey("org_units.id"))
     tax_id: Mapped[str | None] = mapped_column(Text)
     tags: Mapped[list[str]] = mapped_column(JsonDocument, nullable=False, default=list)
     notes: Mapped[str | None] = mapped_column(Text)

@@ -29,6 +29,7 @@ class TokenClaims:
     scopes: frozenset[str]
     token_id: str
     expires_at: int
+    issued_at: float
 
 
 class TokenSigner:
@@ -41,7 +42,8 @@ class TokenSigner:
     def issue(self, *, subject: uuid.UUID, kind: str, name: str, roles: tuple[str, ...],
               scopes: frozenset[str] = frozenset()) -> str:
         """A new signed token for ``subject`` expiring after the configured lifetime."""
-        now = int(time.time())
+        now_exact = time.time()
+        now = int(now_exact)
         claims = {
             "iss": ISSUER,
             "sub": str(subject),
@@ -51,6 +53,9 @@ class TokenSigner:
             "scp": " ".join(sorted(scopes)),
             "jti": secrets.token_urlsafe(16),
             "iat": now,
+            # Millisecond issue time: revocations ("tokens before T are void") must not spare a token minted
+            # in the same second just before them.
+            "iatm": int(now_exact * 1000),
             "exp": now + self.ttl_seconds,
         }
         return jwt.encode(claims, self._key, algorithm="HS256")
@@ -75,6 +80,7 @@ class TokenSigner:
                 scopes=frozenset(str(claims.get("scp", "")).split()),
                 token_id=str(claims["jti"]),
                 expires_at=int(claims["exp"]),
+                issued_at=int(claims.get("iatm", int(claims["iat"]) * 1000)) / 1000,
             )
         except jwt.ExpiredSignatureError:
             raise NotAuthenticated("the access token has expired", reason="expired") from None

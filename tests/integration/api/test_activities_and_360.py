@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 
-async def test_customer_360(fx_api: Any, fx_headers: dict[str, str], fx_customer: dict[str, Any]) -> None:
+async def test_customer_360(fx_api: Any, fx_headers: dict[str, str], fx_support_headers: dict[str, str],
+                            fx_customer: dict[str, Any]) -> None:
     customer_id = fx_customer["id"]
     contact = (await fx_api.client.post("/api/v1/contacts", headers=fx_headers,
                                         json={"customer_id": customer_id, "name": "Hans Müller"})).json()
@@ -13,7 +14,7 @@ async def test_customer_360(fx_api: Any, fx_headers: dict[str, str], fx_customer
         "customer_id": customer_id, "title": "Open deal", "amount": "10", "currency": "EUR"})).json()
     won = (await fx_api.client.post("/api/v1/opportunities", headers=fx_headers, json={
         "customer_id": customer_id, "title": "Won deal", "amount": "20", "currency": "EUR", "stage": "won"})).json()
-    ticket = (await fx_api.client.post("/api/v1/service-records", headers=fx_headers, json={
+    ticket = (await fx_api.client.post("/api/v1/service-records", headers=fx_support_headers, json={
         "customer_id": customer_id, "type": "inquiry", "priority": "normal", "description": "Question"})).json()
     early = await fx_api.client.post("/api/v1/activities", headers=fx_headers, json={
         "customer_id": customer_id, "contact_id": contact["id"], "kind": "call",

@@ -42,10 +42,18 @@ async def test_forged_expired_and_alg_none_tokens(fx_api: Any) -> None:
     for token in (forged, expired, unsigned, wrong_issuer):
         response = await fx_api.client.get("/api/v1/customers", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401, token
-    genuine = jwt.encode(_claims(), _signing_key(fx_api), algorithm="HS256")
-    assert (await fx_api.client.get("/api/v1/health/live")).status_code == 404
+    ghost = jwt.encode(_claims(), _signing_key(fx_api), algorithm="HS256")
+    ghost_response = await fx_api.client.get("/api/v1/customers", headers={"Authorization": f"Bearer {ghost}"})
+    assert ghost_response.status_code == 401  # well signed, but no such user
+    username = await fx_api.create_user(["sales_rep"])
+    genuine = jwt.encode(_claims(sub=str(await fx_api.user_id(username)), rol=["sales_rep"]), _signing_key(fx_api),
+                         algorithm="HS256")
     ok = await fx_api.client.get("/api/v1/customers", headers={"Authorization": f"Bearer {genuine}"})
     assert ok.status_code == 200
+    escalated = jwt.encode(_claims(sub=str(await fx_api.user_id(username)), kind="client", knd="client"),
+                           b"x" * 64, algorithm="HS256")
+    assert (await fx_api.client.get("/api/v1/customers",
+                                    headers={"Authorization": f"Bearer {escalated}"})).status_code == 401
 
 
 async def test_password_grant(fx_api: Any) -> None:
@@ -56,7 +64,7 @@ async def test_password_grant(fx_api: Any) -> None:
     body = response.json()
     assert body["token_type"] == "bearer"
     assert body["expires_in"] == fx_api.app.state.resources.settings.token_ttl_seconds
-    assert set(body) == {"access_token", "token_type", "expires_in", "scope"}
+    assert set(body) == {"access_token", "token_type", "expires_in", "scope", "refresh_token"}
 
     wrong = await fx_api.client.post("/api/v1/auth/token", data={
         "grant_type": "password", "username": username, "password": "wrong-password-1"})

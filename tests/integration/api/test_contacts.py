@@ -21,7 +21,11 @@ async def test_contact_lifecycle_and_consent(fx_api: Any, fx_headers: dict[str, 
     contact = created.json()
     assert contact["marketing_consent"] is True
     assert contact["consent_at"] is not None
-    assert contact["national_id"] == "110101199003074512"
+    # Sales roles see the national id masked; revealing it needs a reason and is audited.
+    assert contact["national_id"] == "**************4512"
+    revealed = await fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=fx_headers,
+                                       params={"reveal": "national_id", "reason": "identity check for contract"})
+    assert revealed.json()["national_id"] == "110101199003074512"
 
     withdrawn = await fx_api.client.patch(f"/api/v1/contacts/{contact['id']}", headers=fx_headers,
                                           json={"marketing_consent": False, "version": 1})

@@ -94,14 +94,14 @@ async def test_list_filters_sort_and_cursor(fx_api: Any) -> None:
 async def test_delete_with_and_without_dependents(fx_api: Any, fx_headers: dict[str, str],
                                                   fx_customer: dict[str, Any]) -> None:
     url = f"/api/v1/customers/{fx_customer['id']}"
-    contact = await fx_api.client.post("/api/v1/contacts", headers=fx_headers, json={
-        "customer_id": fx_customer["id"], "name": "Wang Fang"})
-    assert contact.status_code == 201
+    opportunity = await fx_api.client.post("/api/v1/opportunities", headers=fx_headers, json={
+        "customer_id": fx_customer["id"], "title": "Dependent", "amount": "1", "currency": "EUR"})
+    assert opportunity.status_code == 201
     blocked = await fx_api.client.delete(url, headers=fx_headers)
     assert blocked.status_code == 409
-    assert blocked.json()["dependents"] == ["contacts"]
+    assert blocked.json()["dependents"] == ["opportunities"]
 
-    removed = await fx_api.client.delete(f"/api/v1/contacts/{contact.json()['id']}", headers=fx_headers)
+    removed = await fx_api.client.delete(f"/api/v1/opportunities/{opportunity.json()['id']}", headers=fx_headers)
     assert removed.status_code == 204
     stale = await fx_api.client.delete(url, headers={**fx_headers, "If-Match": '"9"'})
     assert stale.status_code == 409

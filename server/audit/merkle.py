@@ -1,0 +1,404 @@
+"""RFC 9162 (Certificate Transparency v2) Merkle tree hashing with SHA-256: roots, inclusion and consistency proofs.
+
+Leaf i of the audit tree is the event with sequence number i + 1, and its data is the event's canonical bytes.
+
+- ``leaf_hash(d) = SHA-256(0x00 || d)``, ``node_hash(l, r) = SHA-256(0x01 || l || r)`` (RFC 9162 2.1.1), the
+  prefixes keeping a leaf from ever passing for an inner node.
+- The root of n leaves (MTH) splits at the largest power of two below n; the empty tree's root is SHA-256("").
+- Proof generation follows 2.1.3.1 (PATH) and 2.1.4.1 (PROOF/SUBPROOF); verification follows 2.1.3.2 and
+  2.1.4.2 literally, and fails closed: any malformed input, any proof node too many or too few, a proof that
+  does not climb the whole tree, or a size out of range is a failure, never an exception or a pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from typing import Final
+
+HASH_SIZE: Final = 32
+EMPTY_ROOT: Final = hashlib.sha256(b"").digest()
+MAX_TREE_SIZE: Final = 2**63 - 1  # far beyond any trail; keeps proof lengths bounded (<= 64 nodes)
+_LEAF: Final = b"\x00"
+_NODE: Final = b"\x01"
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """Hash leaf data: ``SHA-256(0x00 || data)``.
+
+    Args:
+        data: The leaf data (an event's canonical bytes).
+
+    Returns:
+        The 32-byte leaf hash.
+    """
+    return hashlib.sha256(_LEAF + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """Hash two child nodes: ``SHA-256(0x01 || left || right)``.
+
+    Args:
+        left: The left child's 32-byte hash.
+        right: The right child's 32-byte hash.
+
+    Returns:
+        The 32-byte parent hash.
+    """
+    return hashlib.sha256(_NODE + left + right).digest()
+
+
+def root_hash(leaf_hashes: Iterable[bytes]) -> bytes:
+    """Compute the Merkle tree hash (MTH) of a stream of leaf hashes, in O(n) hashes and O(log n) memory.
+
+    Args:
+        leaf_hashes: The leaf hashes in leaf order; any iterable (a generator over a DB cursor is fine).
+
+    Returns:
+        The 32-byte root; :data:`EMPTY_ROOT` for no leaves.
+
+    Raises:
+        ValueError: If a leaf hash is not 32 bytes.
+    """
+    sha256 = hashlib.sha256
+    # stack holds the roots of complete subtrees, largest first: exactly the set bits of the count so far.
+    stack: list[bytes] = []
+    for count, value in enumerate(leaf_hashes, start=1):
+        if len(value) != HASH_SIZE:
+            raise ValueError("leaf hashes must be 32 bytes")
+        node = bytes(value)
+        carry = count
+        while not carry & 1:
+            node = sha256(_NODE + stack.pop() + node).digest()
+            carry >>= 1
+        stack.append(node)
+    if not stack:
+        return EMPTY_ROOT
+    node = stack.pop()
+    while stack:
+        node = sha256(_NODE + stack.pop() + node).digest()
+    return node
+
+
+class MerkleTree:
+    """Every complete subtree hash of a tree of leaf hashes, for O(log^2 n) proofs at any size up to its own.
+
+    Level ``h`` holds the roots of the complete subtrees of ``2**h`` leaves, packed 32 bytes each, so a tree
+    of n leaves takes about 64 * n bytes (64 MB for a million events). Building it costs n - 1 hashes.
+    """
+
+    __slots__ = ("_levels",)
+
+    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+        """Build the tree.
+
+        Args:
+            leaf_hashes: The leaf hashes in leaf order.
+
+        Raises:
+            ValueError: If a leaf hash is not 32 bytes.
+        """
+        base = bytearray()
+        for value in leaf_hashes:
+            if len(value) != HASH_SIZE:
+                raise ValueError("leaf hashes must be 32 bytes")
+            base += value
+        self._levels: list[bytearray] = [base]
+        sha256 = hashlib.sha256
+        level = base
+        while len(level) >= 2 * HASH_SIZE:
+            pairs = len(level) // (2 * HASH_SIZE) * 2 * HASH_SIZE
+            # A pair of adjacent 32-byte children is already the 64-byte "left || right" the parent hashes.
+            parent = bytearray().join(
+                sha256(_NODE + level[i : i + 2 * HASH_SIZE]).digest() for i in range(0, pairs, 2 * HASH_SIZE)
+            )
+            self._levels.append(parent)
+            level = parent
+
+    @property
+    def size(self) -> int:
+        """The number of leaves."""
+        return len(self._levels[0]) // HASH_SIZE
+
+    def append(self, value: bytes) -> None:
+        """Add one leaf hash at the end, updating the complete subtrees it finishes (O(log n) hashes).
+
+        Args:
+            value: The new leaf's 32-byte hash.
+
+        Raises:
+            ValueError: If ``value`` is not 32 bytes.
+        """
+        if len(value) != HASH_SIZE:
+            raise ValueError("leaf hashes must be 32 bytes")
+        levels = self._levels
+        levels[0] += value
+        index = self.size - 1
+        height = 0
+        while index & 1:
+            level = levels[height]
+            node = hashlib.sha256(_NODE + level[(index - 1) * HASH_SIZE : (index + 1) * HASH_SIZE]).digest()
+            height += 1
+            if height == len(levels):
+                levels.append(bytearray())
+            levels[height] += node
+            index >>= 1
+
+    def leaf(self, index: int) -> bytes:
+        """The leaf hash at ``index``."""
+        if not 0 <= index < self.size:
+            raise IndexError("leaf index out of range")
+        return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+
+    def root(self, tree_size: int | None = None) -> bytes:
+        """The root of the first ``tree_size`` leaves (all by default).
+
+        Args:
+            tree_size: 0 <= tree_size <= size.
+
+        Returns:
+            The 32-byte MTH.
+
+        Raises:
+            ValueError: If ``tree_size`` is out of range.
+        """
+        size = self.size if tree_size is None else tree_size
+        self._check_size(size)
+        return self._subtree(0, size) if size else EMPTY_ROOT
+
+    def inclusion_proof(self, index: int, tree_size: int | None = None) -> list[bytes]:
+        """The audit path (RFC 9162 2.1.3.1 PATH) for leaf ``index`` in the tree of the first ``tree_size`` leaves.
+
+        Args:
+            index: The leaf index, 0 <= index < tree_size.
+            tree_size: The tree size the proof is for (all leaves by default), <= size.
+
+        Returns:
+            The proof nodes, from the leaf's sibling up to the root's child.
+
+        Raises:
+            ValueError: If ``index`` or ``tree_size`` is out of range.
+        """
+        size = self.size if tree_size is None else tree_size
+        self._check_size(size)
+        if not 0 <= index < size:
+            raise ValueError(f"leaf index {index} is not in a tree of size {size}")
+        siblings: list[bytes] = []
+        start, width, offset = 0, size, index
+        while width > 1:
+            split = _split(width)
+            if offset < split:
+                siblings.append(self._subtree(start + split, width - split))
+                width = split
+            else:
+                siblings.append(self._subtree(start, split))
+                start, width, offset = start + split, width - split, offset - split
+        siblings.reverse()
+        return siblings
+
+    def consistency_proof(self, first: int, second: int | None = None) -> list[bytes]:
+        """The consistency proof (RFC 9162 2.1.4.1 PROOF) from the tree of ``first`` leaves to that of ``second``.
+
+        Args:
+            first: The older tree size, 0 <= first <= second.
+            second: The newer tree size (all leaves by default), <= size.
+
+        Returns:
+            The proof nodes; empty when ``first`` is 0 or equals ``second``.
+
+        Raises:
+            ValueError: If the sizes are out of range or out of order.
+        """
+        size = self.size if second is None else second
+        self._check_size(size)
+        if not 0 <= first <= size:
+            raise ValueError(f"cannot prove size {first} consistent with size {size}")
+        if first in (0, size):
+            return []
+        tail: list[bytes] = []
+        start, width, target, complete = 0, size, first, True
+        while target != width:
+            split = _split(width)
+            if target <= split:
+                tail.append(self._subtree(start + split, width - split))
+                width = split
+            else:
+                tail.append(self._subtree(start, split))
+                start, width, target, complete = start + split, width - split, target - split, False
+        head = [] if complete else [self._subtree(start, width)]
+        tail.reverse()
+        return head + tail
+
+    def _check_size(self, tree_size: int) -> None:
+        if not 0 <= tree_size <= self.size:
+            raise ValueError(f"tree size {tree_size} is not in 0..{self.size}")
+
+    def _subtree(self, start: int, width: int) -> bytes:
+        """MTH of leaves [start, start + width); start is aligned as every range in RFC 9162's recursion is."""
+        levels = self._levels
+        parts: list[bytes] = []
+        position = start
+        for height in range(width.bit_length() - 1, -1, -1):
+            if width >> height & 1:
+                level = levels[height]
+                slot = (position >> height) * HASH_SIZE
+                parts.append(bytes(level[slot : slot + HASH_SIZE]))
+                position += 1 << height
+        node = parts.pop()
+        while parts:
+            node = node_hash(parts.pop(), node)
+        return node
+
+
+def _split(width: int) -> int:
+    """The largest power of two strictly below ``width`` (``width`` > 1)."""
+    return 1 << ((width - 1).bit_length() - 1)
+
+
+def inclusion_proof(leaf_hashes: Sequence[bytes], index: int, tree_size: int | None = None) -> list[bytes]:
+    """The inclusion proof for one leaf, from the full list of leaf hashes (builds a :class:`MerkleTree`).
+
+    For many proofs over the same leaves, build one :class:`MerkleTree` and ask it instead.
+
+    Args:
+        leaf_hashes: All leaf hashes (at least ``tree_size``).
+        index: The leaf index.
+        tree_size: The tree size the proof is for; ``len(leaf_hashes)`` by default.
+
+    Returns:
+        The proof nodes.
+
+    Raises:
+        ValueError: If ``index`` or ``tree_size`` is out of range.
+    """
+    size = len(leaf_hashes) if tree_size is None else tree_size
+    if not 0 <= size <= len(leaf_hashes):
+        raise ValueError(f"tree size {size} is not in 0..{len(leaf_hashes)}")
+    return MerkleTree(leaf_hashes[:size]).inclusion_proof(index)
+
+
+def consistency_proof(leaf_hashes: Sequence[bytes], first: int, second: int | None = None) -> list[bytes]:
+    """The consistency proof between two sizes, from the full list of leaf hashes (builds a :class:`MerkleTree`).
+
+    Args:
+        leaf_hashes: All leaf hashes (at least ``second``).
+        first: The older tree size.
+        second: The newer tree size; ``len(leaf_hashes)`` by default.
+
+    Returns:
+        The proof nodes.
+
+    Raises:
+        ValueError: If the sizes are out of range or out of order.
+    """
+    size = len(leaf_hashes) if second is None else second
+    if not 0 <= size <= len(leaf_hashes):
+        raise ValueError(f"tree size {size} is not in 0..{len(leaf_hashes)}")
+    return MerkleTree(leaf_hashes[:size]).consistency_proof(first)
+
+
+def _valid_hash(value: object) -> bool:
+    return isinstance(value, bytes) and len(value) == HASH_SIZE
+
+
+def _valid_size(value: object) -> bool:
+    return type(value) is int and 0 <= value <= MAX_TREE_SIZE
+
+
+def _valid_path(proof: object) -> bool:
+    return isinstance(proof, list | tuple) and len(proof) <= 64 and all(_valid_hash(node) for node in proof)
+
+
+def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root: bytes) -> bool:
+    """Verify an inclusion proof (RFC 9162 2.1.3.2). Never raises; anything malformed is False.
+
+    Args:
+        leaf: The leaf hash (not the leaf data).
+        index: The leaf index the proof claims.
+        tree_size: The size of the tree whose root is ``root``.
+        proof: The proof nodes, bottom-up.
+        root: The trusted root (from a verified checkpoint).
+
+    Returns:
+        True only if the proof has exactly the nodes a leaf at ``index`` in a tree of ``tree_size`` needs and
+        they lead from ``leaf`` to ``root``.
+    """
+    if not (_valid_size(index) and _valid_size(tree_size) and index < tree_size):
+        return False
+    if not (_valid_hash(leaf) and _valid_hash(root) and isinstance(proof, list | tuple) and len(proof) <= 64):
+        return False
+    sha256 = hashlib.sha256
+    fn = index
+    sn = tree_size - 1
+    node = leaf
+    # Node checks sit inside the loop rather than in a pre-pass: this path runs for every event of an export.
+    for sibling in proof:
+        if sn == 0:  # more nodes than the path to the root: an extra node
+            return False
+        if sibling.__class__ is not bytes or len(sibling) != HASH_SIZE:
+            return False
+        if fn & 1 or fn == sn:
+            node = sha256(_NODE + sibling + node).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            node = sha256(_NODE + node + sibling).digest()
+        fn >>= 1
+        sn >>= 1
+    # sn must have reached 0: a proof that stops short of the root "verifies" only a subtree.
+    return sn == 0 and node == root
+
+
+def verify_consistency(first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes) -> bool:
+    """Verify a consistency proof (RFC 9162 2.1.4.2). Never raises; anything malformed is False.
+
+    Beyond the RFC's algorithm (which assumes 0 < first < second): ``first == second`` holds only with an
+    empty proof and equal roots; ``first == 0`` only with an empty proof and ``first_root`` the empty root.
+
+    Args:
+        first: The older tree size.
+        second: The newer tree size.
+        proof: The proof nodes.
+        first_root: The trusted root of the older tree.
+        second_root: The trusted root of the newer tree.
+
+    Returns:
+        True only if the older tree is a prefix of the newer one as the proof shows.
+    """
+    if not (_valid_size(first) and _valid_size(second) and first <= second):
+        return False
+    if not (_valid_hash(first_root) and _valid_hash(second_root) and _valid_path(proof)):
+        return False
+    if first == second:
+        return len(proof) == 0 and first_root == second_root and (first > 0 or first_root == EMPTY_ROOT)
+    if first == 0:
+        return len(proof) == 0 and first_root == EMPTY_ROOT
+    if len(proof) == 0:
+        return False
+    path = list(proof)
+    if first & (first - 1) == 0:  # first is a power of two: its root is itself a node of the newer tree
+        path.insert(0, first_root)
+    sha256 = hashlib.sha256
+    fn = first - 1
+    sn = second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = path[0]
+    for node in path[1:]:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            fr = sha256(_NODE + node + fr).digest()
+            sr = sha256(_NODE + node + sr).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = sha256(_NODE + sr + node).digest()
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and fr == first_root and sr == second_root
