@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.di import Provide
@@ -20,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from server import __version__
 from server.api.activities import ActivityController
 from server.api.admin import AdminController
+from server.api.audit import AuditController
 from server.api.auth import PUBLIC_PATHS, BearerAuthenticationMiddleware, TokenController
+from server.api.body import check_body
 from server.api.contacts import ContactController
 from server.api.customers import Customer360Controller, CustomerController
 from server.api.dependencies import provide_call_context, provide_session
@@ -29,9 +33,11 @@ from server.api.middleware import request_id_middleware, stamp_response
 from server.api.opportunities import OpportunityController, OpportunityReopenController
 from server.api.problems import EXCEPTION_HANDLERS
 from server.api.service_records import ServiceRecordController
+from server.audit.store import load_or_create_audit_key
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
 from server.logs import configure_logging
+from server.ops.checkpoints import checkpoint_periodically
 from server.security.access import AccessControl
 from server.security.identity import PasswordHasher, TokenSigner, load_or_create_signing_key
 
@@ -48,6 +54,7 @@ class Resources:
     signer: TokenSigner
     hasher: PasswordHasher
     access: AccessControl
+    audit_key: Ed25519PrivateKey
 
 
 def _openapi() -> OpenAPIConfig:
@@ -81,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or get_settings()
     configure_logging(settings.log_level)
     signing_key = load_or_create_signing_key(settings.resolved_keys_dir, create=False)
+    audit_key = load_or_create_audit_key(settings.resolved_keys_dir, create=False)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -93,10 +101,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
             signer=TokenSigner(signing_key, settings.token_ttl_seconds),
             hasher=PasswordHasher(),
             access=AccessControl(session_factory),
+            audit_key=audit_key,
         )
+        checkpoints = asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings))
         try:
             yield
         finally:
+            checkpoints.cancel()
             await engine.dispose()
 
     return Litestar(
@@ -111,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             ServiceRecordController,
             ActivityController,
             AdminController,
+            AuditController,
             create_static_files_router(path="/static", directories=[STATIC_DIR], include_in_schema=False),
         ],
         dependencies={
@@ -119,6 +131,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         middleware=[request_id_middleware,
                     DefineMiddleware(BearerAuthenticationMiddleware, exclude=PUBLIC_PATHS)],
+        before_request=check_body,
         before_send=[stamp_response],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=_openapi(),

@@ -77,7 +77,10 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
     from server.services.identity import IdentityService, generate_password
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    from server.audit.store import load_or_create_audit_key
+
     load_or_create_signing_key(settings.resolved_keys_dir, create=True)
+    load_or_create_audit_key(settings.resolved_keys_dir, create=True)
     print(f"keys in {settings.resolved_keys_dir} (existing keys are never overwritten)")
     migrate(settings.resolved_database_url)
     print("database schema up to date")
@@ -247,6 +250,59 @@ def cmd_access_review(settings: Settings, args: argparse.Namespace) -> int:
     return _run(lambda: _with_policy(settings, work))
 
 
+def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
+    """Verify (the database, or an export file offline), checkpoint, export, print the public key."""
+    from server.audit.checkpoint import public_key_from_pem, public_key_to_pem
+    from server.audit.export import verify_export
+    from server.audit.store import EventQuery, export_events, load_or_create_audit_key, make_checkpoint, verify_trail
+    from server.db import write_transaction
+
+    if args.audit_command == "verify" and args.export:
+        # Offline: only the export file and the public key; no database, no keys directory.
+        if not args.public_key:
+            print("strongroom: --export needs --public-key", file=sys.stderr)
+            return EXIT_USAGE
+        try:
+            public_key = public_key_from_pem(Path(args.public_key).read_bytes())
+            offline = verify_export(args.export, public_key)
+        except (OSError, ValueError) as exc:
+            print(f"strongroom: cannot verify: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        print(("intact: " if offline.ok else "BROKEN: ") + offline.detail)
+        return EXIT_OK if offline.ok else EXIT_FAILED
+    key = load_or_create_audit_key(settings.resolved_keys_dir, create=False)
+    if args.audit_command == "public-key":
+        print(public_key_to_pem(key.public_key()).decode(), end="")
+        return EXIT_OK
+
+    async def work(session: Any) -> int:
+        if args.audit_command == "verify":
+            async with session.begin():
+                report = await verify_trail(session, key.public_key(), first=args.first, last=args.last)
+            print(("intact: " if report.ok else "BROKEN: ") + report.detail)
+            if not report.ok:
+                print(f"first broken sequence: {report.first_bad_seq}; problem: {report.problem}")
+            return EXIT_OK if report.ok else EXIT_FAILED
+        if args.audit_command == "checkpoint":
+            async with write_transaction(session):
+                signed = await make_checkpoint(session, key, settings.resolved_checkpoint_sink)
+            print("nothing new to checkpoint" if signed is None else
+                  f"checkpoint at {signed.checkpoint.tree_size} events, root {signed.checkpoint.root_hash.hex()}")
+            return EXIT_OK
+        async with write_transaction(session):
+            exported.extend(await export_events(session, EventQuery(subject_id=args.customer), key,
+                                                settings.resolved_checkpoint_sink))
+        return EXIT_OK
+
+    exported: list[str] = []
+    status = _run(lambda: _with_session(settings, work))
+    if args.audit_command == "export":
+        Path(args.out).write_text("".join(line if line.endswith("\n") else line + "\n" for line in exported),
+                                  encoding="utf-8")
+        print(f"exported {len(exported)} lines to {args.out}")
+    return status
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; ``strongroom --help`` lists every command with one line each."""
     settings_help = "\n".join(f"  {name:<34} {doc}" for name, _default, doc in describe_settings())
@@ -345,6 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     client_commands.add_parser("list", help="list clients")
     client_disable = client_commands.add_parser("disable", help="disable a client and revoke its tokens")
     client_disable.add_argument("client_id")
+
+    audit = commands.add_parser("audit", help="verify, checkpoint and export the audit trail")
+    audit.set_defaults(handler=cmd_audit)
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    verify = audit_commands.add_parser("verify", help="verify the trail (exit 0 intact, 1 broken, 2 usage/I-O)")
+    verify.add_argument("--from", dest="first", type=int, default=1, help="first sequence number")
+    verify.add_argument("--to", dest="last", type=int, help="last sequence number")
+    verify.add_argument("--export", help="verify this export file offline instead of the database")
+    verify.add_argument("--public-key", help="PEM public key for --export")
+    audit_commands.add_parser("checkpoint", help="sign a checkpoint of the events so far")
+    export = audit_commands.add_parser("export", help="export events with proofs")
+    export.add_argument("--out", required=True, help="output file (JSON lines)")
+    export.add_argument("--customer", help="only events about this customer and its records")
+    audit_commands.add_parser("public-key", help="print the checkpoint public key (PEM)")
 
     commands.add_parser("access-review", help="print the access review (who sees which fields)").set_defaults(
         handler=cmd_access_review)

@@ -48,6 +48,16 @@ def _log_level(name: str, raw: Any) -> str:
     return value
 
 
+def _choice(*allowed: str) -> Callable[[str, Any], str]:
+    def parse(name: str, raw: Any) -> str:
+        value = _text(name, raw).lower()
+        if value not in allowed:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: expected one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
 def _database_url(name: str, raw: Any) -> str:
     value = _text(name, raw)
     if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -84,6 +94,17 @@ class Settings:
         _int_between(1, 24 * 30), 24, "How long an Idempotency-Key and its stored answer are kept."
     )
     default_country_code: str = _setting(_text, "+86", "Country code assumed for phone numbers without one.")
+    audit_checkpoint_seconds: int = _setting(
+        _int_between(0, 86400), 300, "How often the server signs a checkpoint of new audit events (0: never)."
+    )
+    audit_checkpoint_sink: str = _setting(
+        _text, "", "File that receives a copy of every checkpoint; default `<data_dir>/audit-checkpoints.log`."
+    )
+    audit_reads: str = _setting(
+        _choice("sensitive", "all"), "sensitive",
+        "Which reads are audited: `sensitive` (reads showing personal or sensitive fields in clear, every reveal "
+        "and export) or `all` (also reads showing only public or masked fields).",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -96,6 +117,12 @@ class Settings:
     def resolved_keys_dir(self) -> Path:
         """Where key files live."""
         return Path(self.keys_dir) if self.keys_dir else Path(self.data_dir) / "keys"
+
+    @property
+    def resolved_checkpoint_sink(self) -> Path:
+        """Where checkpoint copies are appended."""
+        return Path(self.audit_checkpoint_sink) if self.audit_checkpoint_sink else Path(self.data_dir) / \
+            "audit-checkpoints.log"
 
     @property
     def is_sqlite(self) -> bool:

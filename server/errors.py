@@ -75,3 +75,11 @@ class PreconditionRequired(StrongroomError):
     status = 428
     title = "Precondition required"
     type_slug = "precondition-required"
+
+
+class UnsupportedMediaType(StrongroomError):
+    """The body is not in the media type the endpoint reads (415)."""
+
+    status = 415
+    title = "Unsupported media type"
+    type_slug = "unsupported-media-type"

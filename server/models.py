@@ -5,6 +5,7 @@ from __future__ import annotations
 
 def import_all_models() -> None:
     """Import the model modules of every layer that owns tables."""
+    import server.audit.models
     import server.domain.activities
     import server.domain.contacts
     import server.domain.customers

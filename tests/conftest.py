@@ -23,6 +23,7 @@ from litestar.testing import AsyncTestClient
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.app import create_app
+from server.audit.store import load_or_create_audit_key
 from server.config import Settings, load_settings
 from server.db import create_engine, create_session_factory, migrate
 from server.security.access import AccessControl
@@ -79,6 +80,7 @@ def fx_settings(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     data_dir = tmp_path_factory.mktemp("data")
     settings = load_settings({}, data_dir=str(data_dir), database_url=fx_database_url, log_level="WARNING")
     load_or_create_signing_key(Path(settings.resolved_keys_dir), create=True)
+    load_or_create_audit_key(Path(settings.resolved_keys_dir), create=True)
     return settings
 
 

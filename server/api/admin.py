@@ -71,7 +71,7 @@ def _admin(request: Request[Any, Any, Any], context: CallContext) -> AdminServic
 
 
 def _policy(context: CallContext) -> PolicyAdminService:
-    return PolicyAdminService(context.session, context.access, context.principal)
+    return PolicyAdminService(context.session, context.access, context.principal, context.request)
 
 
 class AdminController(Controller):

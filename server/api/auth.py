@@ -35,7 +35,7 @@ class BearerAuthenticationMiddleware(AbstractAuthenticationMiddleware):
 class TokenRequest(msgspec.Struct, kw_only=True):
     """OAuth2 token request (form-encoded)."""
 
-    grant_type: str
+    grant_type: str | None = None
     username: str | None = None
     password: str | None = None
     refresh_token: str | None = None
@@ -57,7 +57,7 @@ class TokenResponse(msgspec.Struct, omit_defaults=True):
 class RevokeRequest(msgspec.Struct, kw_only=True):
     """RFC 7009 revocation request (form-encoded)."""
 
-    token: str
+    token: str = ""
     token_type_hint: str | None = None
 
 
@@ -73,6 +73,8 @@ class TokenController(Controller):
         resources = request.app.state.resources
         async with resources.session_factory() as session:
             identity = IdentityService(session, resources.hasher, resources.signer)
+            if not data.grant_type:
+                raise MalformedRequest("grant_type is required", error="invalid_request")
             if data.grant_type == "password":
                 if not data.username or not data.password:
                     raise MalformedRequest("username and password are required", error="invalid_request")

@@ -9,6 +9,7 @@ from litestar import Request
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.audit.trail import RequestInfo
 from server.security.principal import Principal
 from server.services.records import CallContext
 
@@ -22,4 +23,12 @@ async def provide_session(request: Request[Any, Any, Any]) -> AsyncGenerator[Asy
 def provide_call_context(request: Request[Principal, Any, Any], session: NamedDependency[AsyncSession]) -> CallContext:
     """The authenticated principal with the request's session and the settings."""
     resources = request.app.state.resources
-    return CallContext(session=session, principal=request.user, settings=resources.settings, access=resources.access)
+    return CallContext(session=session, principal=request.user, settings=resources.settings, access=resources.access,
+                       request=request_info(request))
+
+
+def request_info(request: Request[Any, Any, Any]) -> RequestInfo:
+    """Request id, client address and user agent for the audit trail."""
+    return RequestInfo(request_id=request.scope.get("state", {}).get("request_id"),
+                       client_address=request.client.host if request.client else None,
+                       user_agent=(request.headers.get("user-agent") or "")[:256] or None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -23,7 +23,26 @@ Unset = msgspec.UnsetType
 
 
 class Input(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Request bodies reject unknown fields instead of ignoring them."""
+    """Request bodies reject unknown fields instead of ignoring them, and text or times no database can store."""
+
+    def __post_init__(self) -> None:
+        for name in self.__struct_fields__:
+            check_storable(getattr(self, name), name)
+
+
+def check_storable(value: Any, name: str) -> None:
+    """NUL characters (PostgreSQL refuses them) and times outside years 1-9999 in UTC are invalid input."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{name} must not contain NUL characters")
+    elif isinstance(value, datetime):
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{name} is out of range") from None
+    elif isinstance(value, list):
+        for item in value:
+            check_storable(item, name)
 
 
 def given_values(body: msgspec.Struct, *, exclude: frozenset[str] = frozenset({"version"})) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from server.security.identity import PasswordHasher
 from server.security.policy import check_separation_of_duties
 from server.security.principal import PrincipalKind
 from server.services.identity import IdentityService, NewClient
-from server.services.policy_admin import ENTITIES, require_admin
+from server.services.policy_admin import ENTITIES, authorise_admin, require_admin
 from server.services.records import CallContext
 
 ADMIN_ROLES = frozenset({"sysadmin", "secadmin", "auditor"})
@@ -20,10 +20,11 @@ class AdminService:
 
     def __init__(self, context: CallContext, hasher: PasswordHasher) -> None:
         self.context = context
-        self.identity = IdentityService(context.session, hasher)
+        self.identity = IdentityService(context.session, hasher, actor=context.actor, request=context.request)
 
-    def _require(self, permission: str) -> None:
-        require_admin(self.context.access, self.context.principal, permission)
+    async def _require(self, permission: str) -> None:
+        await authorise_admin(self.context.session, self.context.access, self.context.principal, permission,
+                              self.context.request)
 
     def _check_role_assignment(self, roles: list[str], *, target: str | None = None) -> None:
         """Who may hand out which roles.
@@ -48,12 +49,12 @@ class AdminService:
         self.context.access.invalidate()
 
     async def list_users(self) -> list[dict[str, Any]]:
-        self._require("user:read")
+        await self._require("user:read")
         return await self.identity.list_users()
 
     async def create_user(self, username: str, *, roles: list[str], password: str, display_name: str | None,
                           unit: str | None, manager: str | None) -> dict[str, Any]:
-        self._require("user:write")
+        await self._require("user:write")
         self._check_role_assignment(roles)
         user = await self.identity.create_user(username, roles=roles, password=password, display_name=display_name,
                                                unit=unit, manager=manager)
@@ -62,7 +63,7 @@ class AdminService:
 
     async def update_user(self, username: str, *, roles: list[str] | None, unit: str | None,
                           manager: str | None) -> dict[str, Any]:
-        self._require("user:write")
+        await self._require("user:write")
         if roles is not None:
             self._check_role_assignment(roles, target=username)
         user = await self.identity.update_user(username, roles=roles, unit=unit, manager=manager)
@@ -70,35 +71,35 @@ class AdminService:
         return {"id": user.id, "username": user.username, "roles": list(user.roles)}
 
     async def set_disabled(self, username: str, disabled: bool) -> None:
-        self._require("user:write")
+        await self._require("user:write")
         await self.identity.set_disabled(username, disabled)
         self._changed()
 
     async def handover(self, from_username: str, to_username: str) -> dict[str, int]:
-        self._require("user:write")
+        await self._require("user:write")
         return await self.identity.handover(from_username, to_username)
 
     async def list_units(self) -> list[dict[str, Any]]:
-        self._require("org_unit:read")
+        await self._require("org_unit:read")
         return await self.identity.list_units()
 
     async def create_unit(self, name: str, parent: str | None) -> dict[str, Any]:
-        self._require("org_unit:write")
+        await self._require("org_unit:write")
         unit = await self.identity.create_unit(name, parent)
         self._changed()
         return {"id": unit.id, "name": unit.name, "parent": parent}
 
     async def list_clients(self) -> list[dict[str, Any]]:
-        self._require("client:read")
+        await self._require("client:read")
         return await self.identity.list_clients()
 
     async def create_client(self, name: str, *, roles: list[str], scopes: list[str]) -> NewClient:
-        self._require("client:write")
+        await self._require("client:write")
         client = await self.identity.create_client(name, roles=roles, scopes=scopes)
         self._changed()
         return client
 
     async def set_client_disabled(self, client_id: str, disabled: bool) -> None:
-        self._require("client:write")
+        await self._require("client:write")
         await self.identity.set_client_disabled(client_id, disabled)
         self._changed()

@@ -14,6 +14,9 @@ import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.audit import trail
+from server.audit.tags import ActorType, AuditAction, AuditOutcome
+from server.audit.trail import AuditActor, RequestInfo
 from server.db import write_transaction
 from server.domain.activities import Activity
 from server.domain.base import utc_now
@@ -90,10 +93,18 @@ def lockout_delay(failures: int) -> timedelta | None:
 class IdentityService:
     """Authenticates people and clients and manages accounts. Every change bumps the security version."""
 
-    def __init__(self, session: AsyncSession, hasher: PasswordHasher, signer: TokenSigner | None = None) -> None:
+    def __init__(self, session: AsyncSession, hasher: PasswordHasher, signer: TokenSigner | None = None, *,
+                 actor: AuditActor | None = None, request: RequestInfo | None = None) -> None:
         self.session = session
         self.hasher = hasher
         self.signer = signer
+        self.actor = actor or AuditActor(type=ActorType.SYSTEM, id=None, name="system")
+        self.request = request or RequestInfo()
+
+    async def _audit(self, action: AuditAction, *, entity: str, entity_id: Any = None, actor: AuditActor | None = None,
+                     outcome: AuditOutcome = AuditOutcome.OK, **details: Any) -> None:
+        await trail.record(self.session, action=action, actor=actor or self.actor, entity=entity,
+                           entity_id=entity_id, outcome=outcome, request=self.request, **details)
 
     def _signer(self) -> TokenSigner:
         if self.signer is None:
@@ -103,35 +114,46 @@ class IdentityService:
     # -- grants ----------------------------------------------------------------------------------------------
 
     async def password_grant(self, username: str, password: str) -> IssuedToken:
-        """Issue an access and a refresh token for a valid, enabled, unlocked user; one vague 401 otherwise."""
+        """Issue an access and a refresh token for a valid, enabled, unlocked user; one vague 401 otherwise.
+
+        Every failure is recorded in the audit trail with its real reason; the caller learns none of them.
+        """
         now = utc_now()
+        issued: IssuedToken | None = None
         async with write_transaction(self.session):
             user = await self._find(username, for_update=True)
             valid = self.hasher.verify(user.password_hash if user else None, password)
-            if user is None:
-                log.info("login_failed", reason="unknown_user")
-                raise NotAuthenticated("invalid username or password")
-            if user.locked_until is not None and user.locked_until > now:
-                log.info("login_failed", reason="locked", user_id=str(user.id))
-                raise NotAuthenticated("invalid username or password")
-            if not valid or user.disabled:
-                if not valid:
+            locked = user is not None and user.locked_until is not None and user.locked_until > now
+            if user is None or locked or not valid or user.disabled:
+                if user is None:
+                    reason = "unknown user"
+                elif locked:
+                    reason = "account locked"
+                elif not valid:
+                    reason = "wrong password"
                     user.failed_logins += 1
                     delay = lockout_delay(user.failed_logins)
                     user.locked_until = now + delay if delay else None
-                log.info("login_failed", reason="disabled" if valid else "bad_password", user_id=str(user.id),
-                         failures=user.failed_logins)
-                failed = True
+                else:
+                    reason = "account disabled"
+                log.info("login_failed", reason=reason)
+                await self._audit(
+                    AuditAction.LOGIN_FAILED, entity="user", entity_id=user.id if user else None,
+                    actor=AuditActor(type=ActorType.ANONYMOUS, id=str(user.id) if user else None, name=username[:100]),
+                    outcome=AuditOutcome.DENIED, reason=reason,
+                    after={"failed_logins": user.failed_logins, "locked_until": user.locked_until} if user else None,
+                )
             else:
                 user.failed_logins, user.locked_until = 0, None
-                failed = False
                 access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
                                               roles=tuple(user.roles))
-                refresh = await self._new_refresh_token(user.id)
-        if failed:
+                issued = IssuedToken(access, self._signer().ttl_seconds, "", await self._new_refresh_token(user.id))
+                await self._audit(AuditAction.LOGIN, entity="user", entity_id=user.id,
+                                  actor=AuditActor(type=ActorType.USER, id=str(user.id), name=user.username,
+                                                   roles=tuple(user.roles)))
+        if issued is None:
             raise NotAuthenticated("invalid username or password")
-        log.info("login", user_id=str(user.id))
-        return IssuedToken(access, self._signer().ttl_seconds, "", refresh)
+        return issued
 
     async def refresh_grant(self, refresh_token: str) -> IssuedToken:
         """Rotate a refresh token: the old one is spent, a new pair is issued. Reuse of a spent one fails."""
@@ -159,6 +181,10 @@ class IdentityService:
         valid = self.hasher.verify(client.secret_hash if client else None, client_secret)
         if client is None or not valid or client.disabled:
             log.info("client_login_failed", reason="unknown" if client is None else "bad_secret_or_disabled")
+            async with write_transaction(self.session):
+                await self._audit(AuditAction.LOGIN_FAILED, entity="client", entity_id=client.id if client else None,
+                                  actor=AuditActor(type=ActorType.ANONYMOUS, id=None, name=client_id[:100]),
+                                  outcome=AuditOutcome.DENIED, reason="invalid client credentials")
             raise NotAuthenticated("invalid client credentials", error="invalid_client")
         allowed = frozenset(client.allowed_scopes)
         requested = frozenset(scope.split()) if scope else allowed
@@ -208,6 +234,9 @@ class IdentityService:
             user.manager_id = (await self._require(manager)).id if manager else None
             user.org_unit_id = (await self._require_unit(unit)).id if unit else None
             self.session.add(user)
+            await self.session.flush()
+            await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=user.id, reason="created",
+                              after={"username": username, "roles": user.roles, "unit": unit, "manager": manager})
             await bump_security_version(self.session)
         return user
 
@@ -216,6 +245,7 @@ class IdentityService:
         """Change a user's roles, org unit or manager."""
         async with write_transaction(self.session):
             user = await self._require(username)
+            before = {"roles": list(user.roles), "org_unit_id": user.org_unit_id, "manager_id": user.manager_id}
             if roles is not None:
                 await self._check_roles(roles)
                 user.roles = list(dict.fromkeys(roles))
@@ -226,6 +256,9 @@ class IdentityService:
                 if manager_user is not None and manager_user.id == user.id:
                     raise InvalidInput("a user cannot be their own manager", field="manager")
                 user.manager_id = manager_user.id if manager_user else None
+            await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=user.id, reason="updated",
+                              before=before, after={"roles": list(user.roles), "org_unit_id": user.org_unit_id,
+                                                    "manager_id": user.manager_id})
             await bump_security_version(self.session)
         return user
 
@@ -236,6 +269,8 @@ class IdentityService:
             user.disabled = disabled
             if disabled:
                 await self._revoke_all(user)
+            await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=user.id,
+                              reason="disabled" if disabled else "enabled", after={"disabled": disabled})
             await bump_security_version(self.session)
 
     async def reset_password(self, username: str, password: str) -> None:
@@ -246,6 +281,7 @@ class IdentityService:
             user.password_hash = self.hasher.hash(password)
             user.failed_logins, user.locked_until = 0, None
             await self._revoke_all(user)
+            await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=user.id, reason="password reset")
             await bump_security_version(self.session)
 
     async def handover(self, from_username: str, to_username: str) -> dict[str, int]:
@@ -260,6 +296,8 @@ class IdentityService:
                 result = await self.session.execute(update(model).where(model.owner_id == source.id)
                                                     .values(owner_id=target.id, version=model.version + 1))
                 counts[noun] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+            await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=source.id, reason="handover",
+                              after={"to": str(target.id), "records": counts})
         return counts
 
     async def any_user_with_role(self, role: str) -> bool:
@@ -291,6 +329,9 @@ class IdentityService:
                 raise Conflict(f"org unit {name!r} already exists")
             unit = OrgUnit(name=name, parent_id=(await self._require_unit(parent)).id if parent else None)
             self.session.add(unit)
+            await self.session.flush()
+            await self._audit(AuditAction.USER_CHANGE, entity="org_unit", entity_id=unit.id, reason="created",
+                              after={"name": name, "parent": parent})
             await bump_security_version(self.session)
         return unit
 
@@ -317,6 +358,8 @@ class IdentityService:
             await self._check_roles(roles)
             self.session.add(ApiClient(client_id=client_id, name=name, roles=list(roles),
                                        allowed_scopes=sorted(set(scopes)), secret_hash=self.hasher.hash(secret)))
+            await self._audit(AuditAction.CLIENT_CHANGE, entity="client", entity_id=client_id, reason="created",
+                              after={"roles": list(roles), "allowed_scopes": sorted(set(scopes))})
             await bump_security_version(self.session)
         return NewClient(client_id, secret, tuple(roles), tuple(sorted(set(scopes))))
 
@@ -329,6 +372,8 @@ class IdentityService:
                 raise NotFound(f"client {client_id!r} not found")
             client.disabled = disabled
             client.tokens_valid_after = utc_now() if disabled else client.tokens_valid_after
+            await self._audit(AuditAction.CLIENT_CHANGE, entity="client", entity_id=client_id,
+                              reason="disabled" if disabled else "enabled")
             await bump_security_version(self.session)
 
     async def list_clients(self) -> list[dict[str, Any]]:

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -29,25 +29,39 @@ class ListQuery:
     limit: int = DEFAULT_PAGE_SIZE
 
 
+MAX_INTEGER = 2**31 - 1
+MAX_DECIMAL = Decimal(10) ** 14
+
+
 def parse_value(kind: ValueKind, raw: str, name: str) -> Any:
-    """Parse a query-string or cursor value of ``kind``; errors name the parameter, never echo long input."""
+    """Parse a query-string or cursor value of ``kind``, bounded to what the columns can hold.
+
+    Errors name the parameter, never echo the input.
+    """
     try:
+        if "\x00" in raw or len(raw) > 1000:
+            raise ValueError(name)
         match kind:
             case ValueKind.UUID:
                 return uuid.UUID(raw)
             case ValueKind.INTEGER:
-                return int(raw)
+                number = int(raw)
+                if abs(number) > MAX_INTEGER:
+                    raise ValueError(name)
+                return number
             case ValueKind.DECIMAL:
                 value = Decimal(raw)
-                if not value.is_finite():
-                    raise ValueError(raw)
+                exponent = value.as_tuple().exponent
+                if not value.is_finite() or abs(value) >= MAX_DECIMAL or (isinstance(exponent, int) and exponent < -4):
+                    raise ValueError(name)
                 return value
             case ValueKind.DATE:
                 return date.fromisoformat(raw)
             case ValueKind.DATETIME:
                 parsed = datetime.fromisoformat(raw)
                 if parsed.tzinfo is None:
-                    raise ValueError(raw)
+                    raise ValueError(name)
+                parsed.astimezone(UTC)
                 return parsed
             case ValueKind.BOOLEAN:
                 if raw.lower() in {"true", "1"}:
@@ -57,7 +71,7 @@ def parse_value(kind: ValueKind, raw: str, name: str) -> Any:
                 raise ValueError(raw)
             case _:
                 return raw
-    except (ValueError, InvalidOperation):
+    except (ValueError, InvalidOperation, OverflowError):
         raise InvalidInput(f"{name} must be a valid {kind.value}", field=name) from None
 
 

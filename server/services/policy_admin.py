@@ -12,6 +12,9 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.audit import trail
+from server.audit.tags import AuditAction, AuditOutcome
+from server.audit.trail import RequestInfo
 from server.db import write_transaction
 from server.domain.activities import ACTIVITY
 from server.domain.contacts import CONTACT
@@ -34,11 +37,25 @@ from server.security.policy import (
     validate_rule,
 )
 from server.security.principal import Principal, PrincipalKind
+from server.services.records import actor_of
 
 ENTITIES: tuple[EntitySpec, ...] = (CUSTOMER, CONTACT, OPPORTUNITY, SERVICE_RECORD, ACTIVITY)
 FIELD_ACTIONS = frozenset({"read", "mask", "reveal", "write"})
 ENTITY_ACTIONS = frozenset({"read", "list", "create", "update", "delete", "export"})
 ADMIN_ACTIONS = frozenset({"read", "write", "verify", "export"})
+
+
+async def authorise_admin(session: AsyncSession, access: AccessControl, principal: Principal, permission: str,
+                          request: RequestInfo | None = None) -> None:
+    """``require_admin``, and a refusal is recorded in the audit trail (escalation attempts must be visible)."""
+    try:
+        require_admin(access, principal, permission)
+    except Forbidden as error:
+        async with write_transaction(session):
+            await trail.record(session, action=AuditAction.DENIED, actor=actor_of(principal), entity="admin",
+                               entity_id=permission, outcome=AuditOutcome.DENIED, reason=error.detail,
+                               request=request)
+        raise
 
 
 def require_admin(access: AccessControl, principal: Principal, permission: str) -> None:
@@ -73,10 +90,17 @@ def _check_object(obj: str, action: str) -> None:
 class PolicyAdminService:
     """Changes to roles, rules and scopes, each in one transaction with a security-version bump."""
 
-    def __init__(self, session: AsyncSession, access: AccessControl, principal: Principal) -> None:
+    def __init__(self, session: AsyncSession, access: AccessControl, principal: Principal,
+                 request: RequestInfo | None = None) -> None:
         self.session = session
         self.access = access
         self.principal = principal
+        self.request = request or RequestInfo()
+
+    async def _audit(self, reason: str, *, before: dict[str, Any] | None = None,
+                     after: dict[str, Any] | None = None) -> None:
+        await trail.record(self.session, action=AuditAction.POLICY_CHANGE, actor=actor_of(self.principal),
+                           entity="policy", reason=reason, before=before, after=after, request=self.request)
 
     async def seed_defaults(self) -> bool:
         """Install the default roles, rules and scopes into an empty policy store; False if already there."""
@@ -89,40 +113,43 @@ class PolicyAdminService:
                 self.session.add(PolicyRule(ptype="p", v0=sub, v1=obj, v2=act, v3=eft))
             for role, entity, scope in DEFAULT_SCOPES:
                 self.session.add(PolicyRule(ptype=SCOPE_RULE_TYPE, v0=role, v1=entity, v2=scope.value))
+            await self._audit("default roles and policies installed",
+                              after={"roles": sorted(DEFAULT_ROLES), "rules": len(DEFAULT_POLICY)})
             await bump_security_version(self.session)
         self.access.invalidate()
         return True
 
     async def list_roles(self) -> list[dict[str, Any]]:
         """Every role with its description."""
-        require_admin(self.access, self.principal, "role:read")
+        await authorise_admin(self.session, self.access, self.principal, "role:read", self.request)
         async with write_transaction(self.session):
             roles = (await self.session.execute(select(RoleDefinition).order_by(RoleDefinition.name))).scalars()
             return [{"name": r.name, "description": r.description, "builtin": r.builtin} for r in roles]
 
     async def create_role(self, name: str, description: str) -> dict[str, Any]:
         """A new role without permissions; grant them with rules."""
-        require_admin(self.access, self.principal, "role:write")
+        await authorise_admin(self.session, self.access, self.principal, "role:write", self.request)
         if not name.replace("_", "").isalnum() or not name.islower() or len(name) > 64:
             raise InvalidInput("role names are lower-case letters, digits and underscores", field="name")
         async with write_transaction(self.session):
             if await self.session.get(RoleDefinition, name) is not None:
                 raise Conflict(f"role {name!r} already exists")
             self.session.add(RoleDefinition(name=name, description=description, builtin=False))
+            await self._audit("role created", after={"role": name, "description": description})
             await bump_security_version(self.session)
         self.access.invalidate()
         return {"name": name, "description": description, "builtin": False}
 
     async def list_rules(self) -> list[dict[str, Any]]:
         """Every policy and scope rule."""
-        require_admin(self.access, self.principal, "policy:read")
+        await authorise_admin(self.session, self.access, self.principal, "policy:read", self.request)
         async with write_transaction(self.session):
             rows = (await self.session.execute(select(PolicyRule).order_by(PolicyRule.id))).scalars()
             return [_rule_view(row) for row in rows]
 
     async def add_rule(self, role: str, obj: str, action: str, effect: str) -> dict[str, Any]:
         """Add one rule, refusing it if the resulting policy breaks separation of duties."""
-        require_admin(self.access, self.principal, "policy:write")
+        await authorise_admin(self.session, self.access, self.principal, "policy:write", self.request)
         if effect not in {"allow", "deny"}:
             raise InvalidInput("effect is allow or deny", field="effect")
         _check_object(obj, action)
@@ -133,14 +160,15 @@ class PolicyAdminService:
             self.session.add(rule)
             await self.session.flush()
             await self._check_duties()
-            await bump_security_version(self.session)
             view = _rule_view(rule)
+            await self._audit("rule added", after=view)
+            await bump_security_version(self.session)
         self.access.invalidate()
         return view
 
     async def set_scope(self, role: str, entity: str, scope: str) -> dict[str, Any]:
         """Set a role's record scope for an entity (replacing any earlier one)."""
-        require_admin(self.access, self.principal, "policy:write")
+        await authorise_admin(self.session, self.access, self.principal, "policy:write", self.request)
         if entity not in {e.name for e in ENTITIES}:
             raise InvalidInput(f"unknown entity {entity!r}", field="entity")
         try:
@@ -154,6 +182,7 @@ class PolicyAdminService:
             rule = PolicyRule(ptype=SCOPE_RULE_TYPE, v0=role, v1=entity, v2=record_scope.value)
             self.session.add(rule)
             await self.session.flush()
+            await self._audit("scope set", after=_rule_view(rule))
             await bump_security_version(self.session)
             view = _rule_view(rule)
         self.access.invalidate()
@@ -161,20 +190,22 @@ class PolicyAdminService:
 
     async def remove_rule(self, rule_id: int) -> None:
         """Remove one rule (removing can also break duties: e.g. a deny that kept PII away)."""
-        require_admin(self.access, self.principal, "policy:write")
+        await authorise_admin(self.session, self.access, self.principal, "policy:write", self.request)
         async with write_transaction(self.session):
             rule = await self.session.get(PolicyRule, rule_id)
             if rule is None:
                 raise NotFound(f"policy rule {rule_id} not found")
+            removed = _rule_view(rule)
             await self.session.delete(rule)
             await self.session.flush()
             await self._check_duties()
+            await self._audit("rule removed", before=removed)
             await bump_security_version(self.session)
         self.access.invalidate()
 
     async def review(self, *, markdown: bool = False) -> Any:
         """The access review: per role, per entity field, what can be read (clear/masked/hidden) and written."""
-        require_admin(self.access, self.principal, "role:read")
+        await authorise_admin(self.session, self.access, self.principal, "role:read", self.request)
         await self.access.refresh_if_stale(force=True)
         async with write_transaction(self.session):
             roles = list((await self.session.execute(select(RoleDefinition.name).order_by(

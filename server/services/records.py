@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic
@@ -18,10 +18,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
+from server.audit import trail
+from server.audit.tags import ActorType, AuditAction, AuditOutcome
+from server.audit.trail import AuditActor, RequestInfo
 from server.config import Settings
 from server.db import write_transaction
 from server.domain.base import Base
-from server.domain.fields import EntitySpec, FieldSpec
+from server.domain.fields import Classification, EntitySpec, FieldSpec
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security.access import AccessControl
@@ -40,6 +43,22 @@ class CallContext:
     principal: Principal
     settings: Settings
     access: AccessControl
+    request: RequestInfo = field(default_factory=RequestInfo)
+
+    @property
+    def actor(self) -> AuditActor:
+        """The principal as the audit trail records it."""
+        return actor_of(self.principal)
+
+
+def actor_of(principal: Principal) -> AuditActor:
+    """An audit actor for ``principal``."""
+    return AuditActor(type=ActorType(principal.kind.value), id=str(principal.id), name=principal.name,
+                      roles=principal.roles)
+
+
+SENSITIVE = frozenset({Classification.PII, Classification.SENSITIVE})
+SEALED_PREFIX = "sr:"
 
 
 MIN_REVEAL_REASON = 10
@@ -143,6 +162,55 @@ class RecordService(Generic[ModelT]):
                 projected[spec.name] = render_decimal(value) if isinstance(value, Decimal) else value
         return projected
 
+    # -- audit -------------------------------------------------------------------------------------------------
+
+    def subject_of(self, record: ModelT) -> uuid.UUID | None:
+        """The data subject (customer) a record belongs to: the audit trail is queried by it."""
+        return getattr(record, "customer_id", None) or getattr(record, "id", None)
+
+    def audit_snapshot(self, record: ModelT, names: Iterable[str]) -> dict[str, Any]:
+        """Field values for the trail. Personal and sensitive values appear only as their ciphertext."""
+        snapshot: dict[str, Any] = {}
+        for name in names:
+            spec = self.entity.field(name)
+            value = getattr(record, name, None)
+            if spec is not None and spec.classification in SENSITIVE and value is not None:
+                sealed = isinstance(value, str) and value.startswith(SEALED_PREFIX)
+                value = value if sealed else "[sensitive]"
+            snapshot[name] = value
+        return snapshot
+
+    def seen_in_clear(self, *, reveal: str | None = None) -> list[str]:
+        """The fields whose values a read shows in clear and that the audit trail must record as seen."""
+        audit_all = self.context.settings.audit_reads == "all"
+        return sorted(
+            spec.name for spec in self.entity.fields
+            if (self.mask.visibility.get(spec.name) is Visibility.CLEAR or spec.name == reveal)
+            and (audit_all or spec.classification in SENSITIVE)
+        )
+
+    async def record(self, action: AuditAction, record: ModelT | None, **details: Any) -> None:
+        """Append an event about ``record`` to the trail in the current transaction."""
+        await trail.record(
+            self.session, action=action, actor=self.context.actor, entity=self.entity.name,
+            entity_id=getattr(record, "id", None), subject_id=self.subject_of(record) if record is not None else None,
+            request=self.context.request, **details,
+        )
+
+    async def record_alone(self, action: AuditAction, record: ModelT | None, **details: Any) -> None:
+        """Append an event in a transaction of its own (reads and denials, which change nothing else)."""
+        async with write_transaction(self.session):
+            await self.record(action, record, **details)
+
+    async def record_denied(self, error: Forbidden, record_id: uuid.UUID | None = None) -> None:
+        """The trail keeps every refusal, with what was asked for."""
+        async with write_transaction(self.session):
+            await trail.record(
+                self.session, action=AuditAction.DENIED, actor=self.context.actor, entity=self.entity.name,
+                entity_id=record_id, fields=error.extensions.get("fields", []), outcome=AuditOutcome.DENIED,
+                reason=error.detail, request=self.context.request,
+            )
+
     # -- use cases ---------------------------------------------------------------------------------------------
 
     async def load(self, record_id: uuid.UUID, *, for_update: bool = False) -> ModelT:
@@ -155,11 +223,23 @@ class RecordService(Generic[ModelT]):
     async def get(self, record_id: uuid.UUID, *, reveal: str | None = None, reason: str | None = None
                   ) -> dict[str, Any]:
         """One record, projected; ``reveal`` shows one masked field in clear, with a reason, and is audited."""
-        self.require("read")
-        if reveal is not None:
-            self._check_reveal(reveal, reason)
+        try:
+            self.require("read")
+            if reveal is not None:
+                self._check_reveal(reveal, reason)
+        except Forbidden as error:
+            await self.record_denied(error, record_id)
+            raise
         async with self.session.begin():
-            return self.project(await self.load(record_id), reveal=reveal)
+            record = await self.load(record_id)
+            projected = self.project(record, reveal=reveal)
+        if reveal is not None and self.mask.visibility.get(reveal) is not Visibility.CLEAR:
+            await self.record_alone(AuditAction.REVEAL, record, fields=[reveal], reason=reason)
+        else:
+            seen = self.seen_in_clear()
+            if seen:
+                await self.record_alone(AuditAction.READ, record, fields=seen)
+        return projected
 
     def _check_reveal(self, field: str, reason: str | None) -> None:
         if self.entity.field(field) is None:
@@ -174,15 +254,23 @@ class RecordService(Generic[ModelT]):
 
     async def page(self, query: ListQuery) -> dict[str, Any]:
         """A page of records matching the query's filters, and the cursor of the next page."""
-        self.require("list")
-        self.require_clear(query.filters, "filter")
-        self.require_clear([query.sort.field], "sort")
+        try:
+            self.require("list")
+            self.require_clear(query.filters, "filter")
+            self.require_clear([query.sort.field], "sort")
+        except Forbidden as error:
+            await self.record_denied(error)
+            raise
         criteria = [self.repository.column(name) == value for name, value in query.filters.items()]
         async with self.session.begin():
             rows, more = await self.repository.list_page(
                 *await self.scope(), *criteria, sort=query.sort, after=query.after, limit=query.limit
             )
             items = [self.project(row) for row in rows]
+        seen = self.seen_in_clear()
+        if seen and items:
+            await self.record_alone(AuditAction.READ, None, fields=seen,
+                                    after={"records": [item["id"] for item in items]})
         next_cursor = None
         if more and rows:
             last = rows[-1]
@@ -191,8 +279,12 @@ class RecordService(Generic[ModelT]):
 
     async def export(self, filters: dict[str, Any], *, max_rows: int) -> list[dict[str, Any]]:
         """Every record in scope matching ``filters`` (up to ``max_rows``), projected exactly as a read is."""
-        self.require("export")
-        self.require_clear(filters, "filter")
+        try:
+            self.require("export")
+            self.require_clear(filters, "filter")
+        except Forbidden as error:
+            await self.record_denied(error)
+            raise
         criteria = [self.repository.column(name) == value for name, value in filters.items()]
         sort = SortOrder("created_at")
         exported: list[dict[str, Any]] = []
@@ -206,16 +298,24 @@ class RecordService(Generic[ModelT]):
                 if not more or not rows:
                     break
                 after = Keyset(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]
+        await self.record_alone(AuditAction.EXPORT, None, fields=self.seen_in_clear(),
+                                after={"records": len(exported), "filters": filters})
         return exported
 
     async def create(self, values: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:
         """Create a record; with an idempotency key, a retry returns the first answer."""
-        self.require_writable("create", values)
+        try:
+            self.require_writable("create", values)
+        except Forbidden as error:
+            await self.record_denied(error)
+            raise
 
         async def insert() -> dict[str, Any]:
             record = await self.build(values)
             self.repository.add(record)
             await self._flush()
+            await self.record(AuditAction.CREATE, record, fields=list(values),
+                              after=self.audit_snapshot(record, self.entity.field_names))
             return self.project(record)
 
         if idempotency_key is None:
@@ -233,7 +333,11 @@ class RecordService(Generic[ModelT]):
 
     async def update(self, record_id: uuid.UUID, changes: dict[str, Any], *, expected_version: int) -> dict[str, Any]:
         """Apply a PATCH if the record is still at ``expected_version`` (409 otherwise)."""
-        self.require_writable("update", changes)
+        try:
+            self.require_writable("update", changes)
+        except Forbidden as error:
+            await self.record_denied(error, record_id)
+            raise
         return await self.update_with(record_id, lambda record: self.change(record, changes),
                                       expected_version=expected_version)
 
@@ -248,13 +352,23 @@ class RecordService(Generic[ModelT]):
                     f"{self.entity.name} {record_id} is at version {current}, not {expected_version}",
                     current_version=current,
                 )
+            before = self.audit_snapshot(record, self.entity.field_names)
             await mutate(record)
             await self._flush()
+            after = self.audit_snapshot(record, self.entity.field_names)
+            changed = [name for name in self.entity.field_names if before[name] != after[name]]
+            await self.record(AuditAction.UPDATE, record, fields=changed,
+                              before={name: before[name] for name in changed},
+                              after={name: after[name] for name in changed})
             return self.project(record)
 
     async def delete(self, record_id: uuid.UUID, *, expected_version: int | None) -> None:
         """Delete a record (optionally only at ``expected_version``)."""
-        self.require("delete")
+        try:
+            self.require("delete")
+        except Forbidden as error:
+            await self.record_denied(error, record_id)
+            raise
         async with write_transaction(self.session):
             record = await self.load(record_id, for_update=True)
             current = record.version  # type: ignore[attr-defined]
@@ -262,8 +376,10 @@ class RecordService(Generic[ModelT]):
                 raise Conflict(f"{self.entity.name} {record_id} is at version {current}, not {expected_version}",
                                current_version=current)
             await self.check_delete(record)
+            snapshot = self.audit_snapshot(record, self.entity.field_names)
             await self.repository.delete(record)
             await self._flush()
+            await self.record(AuditAction.DELETE, record, fields=list(snapshot), before=snapshot)
 
     async def _flush(self) -> None:
         try:
