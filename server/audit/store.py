@@ -6,7 +6,7 @@ import os
 import stat
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -209,12 +209,12 @@ async def export_events(session: AsyncSession, query: EventQuery, signing_key: E
     checkpoints = [SignedCheckpoint(Checkpoint.parse(bytes(c.body)), bytes(c.signature)) for c in stored]
     leaves = [leaf_hash(row[1]) async for batch in _rows(session, 1, None) for row in batch]
     selected = (await session.execute(
-        _filtered(EventQuery(**{**query.__dict__, "limit": 0, "before_seq": None}))
+        _filtered(replace(query, before_seq=None))
         .with_only_columns(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
                            AuditEventRecord.hash)
         .where(AuditEventRecord.seq <= len(leaves)).order_by(AuditEventRecord.seq))).all()
     rows = [(int(seq), bytes(body), bytes(prev), bytes(digest)) for seq, body, prev, digest in selected]
-    selection = {key: str(value) for key, value in query.__dict__.items()
+    selection = {key: str(value) for key, value in asdict(query).items()
                  if value is not None and key not in {"limit", "before_seq"}}
     return build_export(rows, MerkleTree(leaves), checkpoints, selection=selection or "all",
                         created=format_timestamp(utc_now()), signing_key=signing_key)

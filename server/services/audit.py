@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -56,7 +57,7 @@ class AuditService:
         await self._require("audit:export")
         async with write_transaction(self.session):
             await trail.record(self.session, action=AuditAction.EXPORT, actor=self.context.actor, entity="audit",
-                               after={key: str(value) for key, value in query.__dict__.items() if value is not None},
+                               after={key: str(value) for key, value in asdict(query).items() if value is not None},
                                request=self.context.request)
         async with write_transaction(self.session):
             return iter(list(await store.export_events(self.session, query, self.signing_key,

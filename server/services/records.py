@@ -59,6 +59,7 @@ def actor_of(principal: Principal) -> AuditActor:
 
 SENSITIVE = frozenset({Classification.PII, Classification.SENSITIVE})
 SEALED_PREFIX = "sr:"
+BOOKKEEPING_FIELDS = frozenset({"version", "updated_at"})  # move on every change; the event itself says when
 
 
 MIN_REVEAL_REASON = 10
@@ -356,7 +357,8 @@ class RecordService(Generic[ModelT]):
             await mutate(record)
             await self._flush()
             after = self.audit_snapshot(record, self.entity.field_names)
-            changed = [name for name in self.entity.field_names if before[name] != after[name]]
+            changed = [name for name in self.entity.field_names
+                       if before[name] != after[name] and name not in BOOKKEEPING_FIELDS]
             await self.record(AuditAction.UPDATE, record, fields=changed,
                               before={name: before[name] for name in changed},
                               after={name: after[name] for name in changed})
