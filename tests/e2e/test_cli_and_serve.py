@@ -47,20 +47,28 @@ def fx_env(tmp_path: Path, fx_database_url: str) -> Iterator[dict[str, str]]:
                        check=False, capture_output=True)
 
 
+@pytest.fixture(name="fx_server_log")
+def fx_server_log(tmp_path: Path) -> Path:
+    """Where the server process writes its operational log."""
+    return tmp_path / "server.log"
+
+
 @pytest.fixture(name="fx_server")
-def fx_server(fx_env: dict[str, str]) -> Iterator[str]:
+def fx_server(fx_env: dict[str, str], fx_server_log: Path) -> Iterator[str]:
     init = _run(fx_env, "init", "--admin-username", "root-admin", "--admin-password-stdin",
                 stdin="Admin-password-2026\n")
     assert init.returncode == 0, init.stderr
     port = _free_port()
-    process = subprocess.Popen([*STRONGROOM, "serve", "--port", str(port)], env=fx_env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log_file = fx_server_log.open("w")
+    process = subprocess.Popen([*STRONGROOM, "serve", "--port", str(port)],
+                               env={**fx_env, "STRONGROOM_LOG_LEVEL": "INFO"}, stdout=log_file,
+                               stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                pytest.fail(f"server exited: {process.stdout.read() if process.stdout else ''}")
+                pytest.fail(f"server exited: {fx_server_log.read_text()}")
             try:
                 if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
                     break
@@ -75,6 +83,7 @@ def fx_server(fx_env: dict[str, str]) -> Iterator[str]:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
+        log_file.close()
 
 
 def test_help_lists_commands() -> None:
@@ -107,7 +116,7 @@ def test_bad_settings_and_missing_keys_stop_the_server(fx_env: dict[str, str]) -
     assert "strongroom init" in no_keys.stderr
 
 
-def test_readme_quickstart(fx_env: dict[str, str], fx_server: str) -> None:
+def test_readme_quickstart(fx_env: dict[str, str], fx_server: str, fx_server_log: Path) -> None:
     created = _run(fx_env, "users", "create", "alice-e2e", "--role", "sales_rep", "--password-stdin",
                    stdin="Sales-password-2026\n")
     assert created.returncode == 0, created.stderr
@@ -126,3 +135,15 @@ def test_readme_quickstart(fx_env: dict[str, str], fx_server: str) -> None:
         "grant_type": "password", "username": "alice-e2e", "password": "Sales-password-2026"})
     assert refused.status_code == 401
     assert httpx.get(f"{fx_server}/schema/openapi.json").status_code == 200
+
+    # The operational log has a line per request with its id, and none of the secrets or personal data.
+    contact = httpx.post(f"{fx_server}/api/v1/contacts", headers={"Authorization": headers["Authorization"]},
+                         json={"customer_id": customer.json()["id"], "name": "Log Probe",
+                               "email": "log.probe@example.com"})
+    assert contact.status_code == 401  # alice was disabled above: the token no longer works
+    httpx.get(f"{fx_server}/api/v1/customers", params={"name": "Acme Industrial"}, headers=headers)
+    time.sleep(0.5)
+    log = fx_server_log.read_text()
+    assert '"request_id"' in log and '"path": "/api/v1/customers"' in log
+    for secret in (token, "Sales-password-2026", "Admin-password-2026", "log.probe@example.com", "Acme Industrial"):
+        assert secret not in log
