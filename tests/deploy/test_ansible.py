@@ -1,0 +1,658 @@
+"""The Ansible packaging: deploy/ansible (role ``strongroom``, playbook ``site.yml``, example inventories).
+
+Two checks:
+
+* ``ansible-lint`` on the production profile, offline, and only ``ansible.builtin`` modules (Galaxy is not
+  reachable from CI or from air-gapped sites, so the role needs no collection).
+* The real playbook against this machine (``connection: local``), with every path under a temporary root:
+  the role builds the wheel from a copy of the source (the second scenario is handed that wheel as
+  ``strongroom_wheel_src`` instead), installs it with its dependencies from an offline wheelhouse into a
+  virtualenv shared by both scenarios, creates the service user, writes config, keys and units, runs
+  ``strongroom migrate`` and ``strongroom init``. There is no systemd here, so the test starts the rendered
+  unit's ``ExecStart`` itself, with the unit's ``User=``, ``Environment=``, ``WorkingDirectory=`` and
+  ``UMask=``, under ``no_new_privs``, the kernel's ``PR_SET_MDWE`` and the unit's ``SystemCallFilter=``
+  compiled to seccomp by libseccomp (what ``NoNewPrivileges=``, ``MemoryDenyWriteExecute=`` and the filter
+  enforce), waits for ``/health/ready`` and signs in as the admin. A second run must change nothing.
+  Once on SQLite, once on PostgreSQL (the database play creates the role and the database through psql).
+
+Packages, services, nginx and journald are not touched on this machine: ``strongroom_manage_packages`` and
+``strongroom_manage_services`` are off; the nginx, logrotate and journald files are rendered into the
+temporary root and checked with ``nginx -t`` / ``logrotate -d`` where those programs exist.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import grp
+import json
+import os
+import pwd
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.config import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_DIR = ROOT / "deploy" / "ansible"
+VENV_BIN = Path(sys.executable).parent
+POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BACKENDS = [name.strip() for name in os.environ.get("STRONGROOM_TEST_BACKENDS", "sqlite,postgresql").split(",")]
+SERVICE_USER = "strongroom-ci"
+SIGNING_KEY_FILE = "token-signing.key"
+
+# What the rendered unit must keep (systemd.exec(5)); a missing line here is a weaker sandbox.
+REQUIRED_HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "CapabilityBoundingSet": "",
+    "MemoryDenyWriteExecute": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "SystemCallArchitectures": "native",
+    "UMask": "0077",
+}
+
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_MDWE = 65
+PR_MDWE_REFUSE_EXEC_GAIN = 1
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
+
+pytestmark = pytest.mark.slow
+
+
+def _tool(name: str) -> str:
+    path = VENV_BIN / name
+    if not path.exists():
+        pytest.fail(f"{name} is not installed next to {sys.executable}; ansible-core and ansible-lint are test extras")
+    return str(path)
+
+
+def _ansible_env(home: Path) -> dict[str, str]:
+    """A clean environment for Ansible: no colours, no writes to ~/.ansible, no machine-wide pip find-links."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("ANSIBLE_", "PIP_FIND_LINKS"))}
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+        ANSIBLE_CONFIG=str(ANSIBLE_DIR / "ansible.cfg"),
+        ANSIBLE_HOME=str(home),
+        ANSIBLE_LOCAL_TEMP=str(home / "tmp"),
+        ANSIBLE_REMOTE_TEMP=str(home / "tmp"),
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORCE_COLOR="0",
+        ANSIBLE_STDOUT_CALLBACK="default",
+        ANSIBLE_DISPLAY_SKIPPED_HOSTS="false",
+        ANSIBLE_DEPRECATION_WARNINGS="false",
+        NO_COLOR="1",
+    )
+    return env
+
+
+# --------------------------------------------------------------------------------------------- lint
+
+
+def test_ansible_lint_production_profile_offline(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [_tool("ansible-lint"), "--offline", "--profile", "production", "--nocolor", "."],
+        cwd=ANSIBLE_DIR, env=_ansible_env(tmp_path), capture_output=True, text=True, timeout=300, check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    assert "Profile 'production' was required, and it passed" in output, output
+
+
+def test_only_builtin_modules_are_used() -> None:
+    """Galaxy is unreachable from CI and from air-gapped sites: the role must need no collection."""
+    module = re.compile(r"^\s*(?:-\s+)?([a-z0-9_]+\.[a-z0-9_]+)\.[a-z0-9_]+:", re.MULTILINE)
+    used = {
+        (path.relative_to(ANSIBLE_DIR).as_posix(), collection)
+        for path in [ANSIBLE_DIR / "site.yml", *(ANSIBLE_DIR / "roles").rglob("*.yml")]
+        if "/meta/" not in path.as_posix()
+        for collection in module.findall(path.read_text())
+    }
+    assert used, "no fully qualified module names found; did the layout move?"
+    assert {collection for _, collection in used} == {"ansible.builtin"}, sorted(used)
+
+
+# ------------------------------------------------------------------------------- the real playbook
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _mdwe_available() -> bool:
+    """Whether this kernel enforces PR_SET_MDWE (Linux 6.3+): set it in a child and try a W+X mapping."""
+    probe = (
+        "import ctypes, mmap, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"if libc.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0) != 0: sys.exit(3)\n"
+        "try:\n"
+        "    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)\n"
+        "except OSError:\n"
+        "    sys.exit(0)\n"
+        "sys.exit(4)\n"
+    )
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def _syscall_names(group: str, analyze: str) -> set[str]:
+    """The system calls of a systemd group (``systemd-analyze syscall-filter @group``), nested groups expanded."""
+    listing = subprocess.run([analyze, "syscall-filter", group], capture_output=True, text=True, check=True).stdout
+    names: set[str] = set()
+    for line in listing.splitlines()[1:]:
+        item = line.strip()
+        if item.startswith("@"):
+            names |= _syscall_names(item, analyze)
+        elif item and not item.startswith("#"):
+            names.add(item)
+    return names
+
+
+class _SockFilterProgram(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]  # struct sock_fprog
+
+
+class _SeccompAllowList:
+    """The unit's ``SystemCallFilter=`` lines as a seccomp BPF allow-list.
+
+    libseccomp compiles it in the parent; the child only calls prctl (no allocation after fork).
+    """
+
+    SCMP_ACT_ALLOW = 0x7FFF0000
+
+    def __init__(self, filters: list[str], errno_name: str, analyze: str) -> None:
+        assert filters and not filters[0].startswith("~"), "expected an allow-list first, as systemd reads it"
+        allowed: set[str] = set()
+        for value in filters:
+            deny = value.startswith("~")
+            names: set[str] = set()
+            for token in value.lstrip("~").split():
+                names |= _syscall_names(token, analyze) if token.startswith("@") else {token}
+            allowed = allowed - names if deny else allowed | names
+        lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+        lib.seccomp_init.restype = ctypes.c_void_p
+        lib.seccomp_init.argtypes = [ctypes.c_uint32]
+        lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+        lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+        lib.seccomp_export_bpf.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.seccomp_release.argtypes = [ctypes.c_void_p]
+        errno_value = {"EPERM": 1, "EACCES": 13, "ENOSYS": 38}[errno_name]
+        context = lib.seccomp_init(0x00050000 | errno_value)  # SCMP_ACT_ERRNO(errno)
+        assert context, "seccomp_init failed"
+        try:
+            for name in sorted(allowed):
+                number = lib.seccomp_syscall_resolve_name(name.encode())
+                if number >= 0:  # names of other architectures resolve to __NR_SCMP_ERROR
+                    assert lib.seccomp_rule_add(context, self.SCMP_ACT_ALLOW, number, 0) == 0, name
+            with tempfile.TemporaryFile() as exported:
+                assert lib.seccomp_export_bpf(context, exported.fileno()) == 0, "seccomp_export_bpf failed"
+                exported.seek(0)
+                program = exported.read()
+        finally:
+            lib.seccomp_release(context)
+        self.buffer = ctypes.create_string_buffer(program, len(program))
+        self.program = _SockFilterProgram(len(program) // 8, ctypes.addressof(self.buffer))
+
+
+def _sandbox(mdwe: bool, seccomp: _SeccompAllowList | None) -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def apply() -> None:  # runs in the child between fork and exec, after the switch to the service user
+        if libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_NO_NEW_PRIVS")
+        if mdwe and libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
+        if seccomp is not None and libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(seccomp.program),
+                                              0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "PR_SET_SECCOMP")
+
+    return apply
+
+
+def _parse_unit(path: Path) -> dict[str, dict[str, list[str]]]:
+    """systemd unit file -> {section: {key: [values in order]}} (enough of systemd.syntax(7) for our units)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def _http(method: str, url: str, data: bytes | None = None) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=data, method=method)
+    if data is not None:
+        request.add_header("Content-Type", "application/x-www-form-urlencoded")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def _recap(output: str) -> dict[str, int]:
+    match = re.search(r"^localhost\s+:\s+(.*)$", output, re.MULTILINE)
+    assert match, f"no PLAY RECAP in:\n{output[-4000:]}"
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(\d+)", match.group(1))}
+
+
+def _changed_tasks(output: str) -> list[str]:
+    changed, task = [], ""
+    for line in output.splitlines():
+        if line.startswith(("TASK [", "RUNNING HANDLER [")):
+            task = line[line.index("[") + 1 : line.rindex("]")]
+        elif line.startswith("changed:"):
+            changed.append(task)
+    return changed
+
+
+def _psql(sql: str) -> str:
+    result = subprocess.run(
+        ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        cwd="/", capture_output=True, text=True, timeout=60, check=True,
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class Deployment:
+    backend: str
+    root: Path
+    variables: dict[str, Any]
+    runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+
+    def path(self, name: str) -> Path:
+        return Path(self.variables[name])
+
+    @property
+    def unit(self) -> Path:
+        return self.path("strongroom_systemd_dir") / "strongroom.service"
+
+
+@pytest.fixture(scope="module")
+def fx_workspace() -> Iterator[Path]:
+    """A world-traversable temporary root (the service user must reach the virtualenv inside it)."""
+    if os.geteuid() != 0:
+        pytest.skip("the playbook creates a system user and runs commands as it: run the tests as root (CI does)")
+    for program in ("runuser", "openssl"):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is missing; the role needs it on the host")
+    workspace = Path(tempfile.mkdtemp(prefix="strongroom-ansible-"))
+    workspace.chmod(0o755)
+    yield workspace
+    shutil.rmtree(workspace, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def fx_source_and_wheelhouse(fx_workspace: Path) -> tuple[Path, Path]:
+    """A snapshot of the source (the role builds the wheel from it) and a wheelhouse of its dependencies.
+
+    The snapshot keeps the two playbook runs on identical input while other work edits the tree; the
+    wheelhouse makes the host-side install offline (``--no-index --find-links``), as on an air-gapped site.
+    """
+    source = fx_workspace / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "server", source / "server", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    requirements = fx_workspace / "requirements.txt"
+    requirements.write_text("\n".join(dependencies) + "\n")
+    wheelhouse = fx_workspace / "wheelhouse"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--wheel-dir",
+         str(wheelhouse), "--requirement", str(requirements)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert result.returncode == 0, f"pip wheel failed:\n{result.stdout}\n{result.stderr}"
+    return source, wheelhouse
+
+
+def _remove_service_user() -> None:
+    with contextlib.suppress(KeyError):
+        pwd.getpwnam(SERVICE_USER)
+        subprocess.run(["userdel", SERVICE_USER], check=False)
+    with contextlib.suppress(KeyError):
+        grp.getgrnam(SERVICE_USER)
+        subprocess.run(["groupdel", SERVICE_USER], check=False)
+
+
+@pytest.fixture(scope="module")
+def fx_service_user() -> Iterator[str]:
+    _remove_service_user()  # a leftover from an interrupted run would hide the role's user creation
+    yield SERVICE_USER
+    _remove_service_user()
+
+
+def _run_playbook(deployment: Deployment, inventory: Path, extra_vars: Path) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [_tool("ansible-playbook"), "-i", str(inventory), "-e", f"@{extra_vars}", "-v", "--diff", "site.yml"],
+        cwd=ANSIBLE_DIR, env=_ansible_env(deployment.root / "ansible-home"),
+        capture_output=True, text=True, timeout=600, check=False,
+    )
+    (deployment.root / f"ansible-run-{len(deployment.runs) + 1}.log").write_text(result.stdout + result.stderr)
+    deployment.runs.append(result)
+    assert result.returncode == 0, f"ansible-playbook failed:\n{(result.stdout + result.stderr)[-8000:]}"
+    return result
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def fx_deployment(
+    request: pytest.FixtureRequest, fx_workspace: Path, fx_source_and_wheelhouse: tuple[Path, Path],
+    fx_service_user: str,
+) -> Iterator[Deployment]:
+    """The playbook run twice against localhost with every path under a fresh root."""
+    backend: str = request.param
+    source, wheelhouse = fx_source_and_wheelhouse
+    root = fx_workspace / backend
+    root.mkdir()
+    root.chmod(0o755)
+    (root / "ansible-home" / "tmp").mkdir(parents=True)
+    variables: dict[str, Any] = {
+        "ansible_become": False,  # already root; there is no sudo here
+        "strongroom_manage_packages": False,
+        "strongroom_manage_services": False,
+        "strongroom_user": fx_service_user,
+        "strongroom_group": fx_service_user,
+        # One code prefix for both scenarios: the second finds the same wheel installed and skips pip.
+        "strongroom_prefix": str(fx_workspace / "opt/strongroom"),
+        "strongroom_etc_dir": str(root / "etc/strongroom"),
+        "strongroom_data_dir": str(root / "var/lib/strongroom"),
+        "strongroom_backup_dir": str(root / "var/backups/strongroom"),
+        "strongroom_log_dir": str(root / "var/log/strongroom"),
+        "strongroom_systemd_dir": str(root / "etc/systemd/system"),
+        "strongroom_nginx_conf_dir": str(root / "etc/nginx/conf.d"),
+        "strongroom_logrotate_dir": str(root / "etc/logrotate.d"),
+        "strongroom_journald_dir": str(root / "etc/systemd/journald.conf.d"),
+        "strongroom_source_dir": str(source),
+        "strongroom_controller_build_dir": str(fx_workspace / "controller-build"),
+        "strongroom_wheelhouse_dir": str(wheelhouse),
+        "strongroom_port": _free_port(),
+        "strongroom_workers": 1,
+        "strongroom_admin_password": "Ci-admin-" + secrets.token_urlsafe(12),
+        "strongroom_server_name": "crm.ci.internal",
+        "strongroom_nginx_enabled": backend == "sqlite",  # rendered once is enough
+        "strongroom_tls_self_signed": True,
+        "strongroom_nginx_validate": False,  # no nginx package here; checked below with nginx -t if present
+        "strongroom_db_backend": backend,
+    }
+    built = sorted((fx_workspace / "controller-build").glob("strongroom-*.whl"))
+    if built:  # the first scenario's build: this one takes the strongroom_wheel_src path instead
+        variables["strongroom_wheel_src"] = str(built[-1])
+    for directory in ("etc/systemd/system", "etc/nginx/conf.d", "etc/logrotate.d"):
+        (root / directory).mkdir(parents=True)
+    groups: dict[str, Any] = {"strongroom_app": {"hosts": {"localhost": None}}}
+    database = ""
+    if backend == "postgresql":
+        admin = urllib.parse.urlsplit(POSTGRES_ADMIN_URL)
+        database = f"strongroom_ci_{secrets.token_hex(4)}"
+        variables.update(
+            strongroom_postgresql_host=admin.hostname or "127.0.0.1",
+            strongroom_postgresql_port=admin.port or 5432,
+            strongroom_postgresql_db=database,
+            strongroom_postgresql_user=database,
+            strongroom_postgresql_password="Ci-db/pass@" + secrets.token_urlsafe(12),  # needs URL quoting
+            strongroom_postgresql_install=False,
+            strongroom_postgresql_configure_access=False,  # leave this machine's pg_hba.conf alone
+        )
+        groups["strongroom_database"] = {"hosts": {"localhost": None}}
+    inventory = root / "inventory.json"
+    inventory.write_text(json.dumps({"all": {
+        "hosts": {"localhost": {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}},
+        "children": groups,
+    }}))
+    extra_vars = root / "extra-vars.json"
+    extra_vars.write_text(json.dumps(variables))
+    extra_vars.chmod(0o600)
+    deployment = Deployment(backend=backend, root=root, variables=variables)
+    try:
+        _run_playbook(deployment, inventory, extra_vars)
+        _run_playbook(deployment, inventory, extra_vars)
+        yield deployment
+    finally:
+        if database:
+            _psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            _psql(f"DROP ROLE IF EXISTS {database}")
+
+
+def test_second_run_changes_nothing(fx_deployment: Deployment) -> None:
+    first, second = fx_deployment.runs
+    assert _recap(first.stdout)["changed"] > 0
+    recap = _recap(second.stdout)
+    assert recap["failed"] == 0
+    assert recap["changed"] == 0, f"tasks not idempotent: {_changed_tasks(second.stdout)}"
+
+
+def test_secrets_never_reach_the_output(fx_deployment: Deployment) -> None:
+    secret_values = [fx_deployment.variables["strongroom_admin_password"]]
+    if fx_deployment.backend == "postgresql":
+        password = fx_deployment.variables["strongroom_postgresql_password"]
+        secret_values += [password, urllib.parse.quote(password, safe="")]
+    for run in fx_deployment.runs:
+        for value in secret_values:
+            assert value not in run.stdout + run.stderr
+
+
+def _owner(path: Path) -> tuple[str, str, int]:
+    info = path.stat()
+    return pwd.getpwuid(info.st_uid).pw_name, grp.getgrgid(info.st_gid).gr_name, stat.S_IMODE(info.st_mode)
+
+
+def test_files_ownership_and_modes(fx_deployment: Deployment) -> None:
+    user = SERVICE_USER
+    entry = pwd.getpwnam(user)
+    assert entry.pw_shell.endswith("nologin")
+    assert entry.pw_uid < 1000, "not a system user"
+    config = fx_deployment.path("strongroom_etc_dir") / "config.toml"
+    keys = fx_deployment.path("strongroom_etc_dir") / "keys"
+    assert _owner(fx_deployment.path("strongroom_etc_dir")) == ("root", user, 0o750)
+    assert _owner(config) == ("root", user, 0o640)
+    assert _owner(keys) == (user, user, 0o700)
+    key_files = sorted(keys.iterdir())
+    assert keys / SIGNING_KEY_FILE in key_files
+    for key_file in key_files:
+        assert _owner(key_file) == (user, user, 0o600), key_file
+    assert _owner(fx_deployment.path("strongroom_data_dir")) == (user, user, 0o750)
+    assert _owner(fx_deployment.path("strongroom_backup_dir")) == (user, user, 0o700)
+    venv = fx_deployment.path("strongroom_prefix") / "venv"
+    assert _owner(venv)[0] == "root"
+    assert _owner(venv / "bin" / "strongroom")[0] == "root", "the service must not own its code"
+    if fx_deployment.backend == "sqlite":
+        assert _owner(fx_deployment.path("strongroom_data_dir") / "strongroom.db")[0] == user
+
+
+def test_config_is_valid_for_strongroom(fx_deployment: Deployment) -> None:
+    config = fx_deployment.path("strongroom_etc_dir") / "config.toml"
+    settings = load_settings(environ={"STRONGROOM_CONFIG": str(config)})
+    assert settings.port == fx_deployment.variables["strongroom_port"]
+    assert settings.data_dir == fx_deployment.variables["strongroom_data_dir"]
+    assert str(settings.resolved_keys_dir) == str(fx_deployment.path("strongroom_etc_dir") / "keys")
+    if fx_deployment.backend == "postgresql":
+        url = urllib.parse.urlsplit(settings.resolved_database_url)
+        assert url.scheme == "postgresql+asyncpg"
+        assert urllib.parse.unquote(url.password or "") == fx_deployment.variables["strongroom_postgresql_password"]
+        assert url.path == "/" + fx_deployment.variables["strongroom_postgresql_db"]
+    else:
+        assert settings.is_sqlite
+
+
+def test_unit_is_hardened(fx_deployment: Deployment) -> None:
+    service = _parse_unit(fx_deployment.unit)["Service"]
+    for key, value in REQUIRED_HARDENING.items():
+        assert service.get(key) == [value], f"{key}= is {service.get(key)}, expected {value!r}"
+    assert "@system-service" in service["SystemCallFilter"]
+    assert service["User"] == [SERVICE_USER]
+    assert service["ReadWritePaths"] == [fx_deployment.variables["strongroom_data_dir"]]
+    assert service["ExecStart"] == [f"{fx_deployment.path('strongroom_prefix')}/venv/bin/strongroom serve"]
+
+
+def test_backup_service_and_timer(fx_deployment: Deployment) -> None:
+    systemd_dir = fx_deployment.path("strongroom_systemd_dir")
+    backup = _parse_unit(systemd_dir / "strongroom-backup.service")["Service"]
+    assert backup["Type"] == ["oneshot"]
+    assert backup["User"] == [SERVICE_USER]
+    out = fx_deployment.variables["strongroom_backup_dir"]
+    strongroom = fx_deployment.path("strongroom_prefix") / "venv" / "bin" / "strongroom"
+    assert backup["ExecStart"] == [f"{strongroom} backup create --out {out}"]
+    assert out in backup["ReadWritePaths"][0].split()
+    timer = _parse_unit(systemd_dir / "strongroom-backup.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Timer"]["Persistent"] == ["true"]
+    assert timer["Install"]["WantedBy"] == ["timers.target"]
+
+
+def test_units_pass_systemd_analyze_verify(fx_deployment: Deployment) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed: the unit files were checked by parsing only")
+    systemd_dir = fx_deployment.path("strongroom_systemd_dir")
+    units = [str(systemd_dir / name) for name in ("strongroom.service", "strongroom-backup.service",
+                                                   "strongroom-backup.timer")]
+    result = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60,
+                            check=False)
+    # Without systemd as PID 1 some environments print notes about the missing manager; errors in *our*
+    # files name the file, and so does any unknown or invalid directive.
+    problems = [line for line in (result.stdout + result.stderr).splitlines() if str(systemd_dir) in line]
+    assert not problems, "\n".join(problems)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    # systemd's own rating of the sandbox, 0 (locked down) to 10 (exposed), passed in tenths: the unit rates 1.5.
+    result = subprocess.run([analyze, "security", "--offline=yes", "--threshold=20", units[0]],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+
+
+def test_service_starts_from_the_rendered_unit(fx_deployment: Deployment) -> None:
+    """ExecStart as the unit would run it (no systemd here): the service user, its environment, sandboxed."""
+    service = _parse_unit(fx_deployment.unit)["Service"]
+    environment = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
+    for assignment in service.get("Environment", []):
+        for pair in shlex.split(assignment):
+            key, _, value = pair.partition("=")
+            environment[key] = value
+    mdwe = _mdwe_available()
+    if not mdwe:
+        print("kernel without PR_SET_MDWE: MemoryDenyWriteExecute not exercised")
+    analyze = shutil.which("systemd-analyze")
+    seccomp = None
+    if analyze is None or ctypes.util.find_library("seccomp") is None:
+        print("no systemd-analyze or libseccomp: SystemCallFilter not exercised")
+    else:
+        seccomp = _SeccompAllowList(service["SystemCallFilter"], service["SystemCallErrorNumber"][0], analyze)
+    port = fx_deployment.variables["strongroom_port"]
+    log_path = fx_deployment.root / "serve.log"
+    with log_path.open("wb") as log:
+        # preexec_fn only calls prctl: the filter was compiled above, nothing is allocated after fork
+        process = subprocess.Popen(
+            shlex.split(service["ExecStart"][0]),
+            cwd=service["WorkingDirectory"][0], env=environment, user=service["User"][0],
+            group=service["Group"][0], extra_groups=[], umask=int(service["UMask"][0], 8),
+            preexec_fn=_sandbox(mdwe, seccomp), start_new_session=True, stdout=log, stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        status, body = 0, b""
+        while time.monotonic() < deadline and process.poll() is None:
+            with contextlib.suppress(OSError):
+                status, body = _http("GET", f"{base}/health/ready")
+                if status == 200:
+                    break
+            time.sleep(0.3)
+        assert process.poll() is None, f"the service exited ({process.returncode}):\n{log_path.read_text()[-4000:]}"
+        assert status == 200, f"/health/ready answered {status} {body!r}:\n{log_path.read_text()[-4000:]}"
+        assert json.loads(body)["status"] == "ok"
+        status_lines = dict(line.split(":", 1) for line in Path(f"/proc/{process.pid}/status").read_text().splitlines())
+        assert int(status_lines["Uid"].split()[1]) == pwd.getpwnam(SERVICE_USER).pw_uid
+        assert status_lines["NoNewPrivs"].strip() == "1"
+        if seccomp is not None:
+            assert status_lines["Seccomp"].strip() == "2", "the system call filter is not in force"
+        # init received the admin password on standard input: the first admin can sign in with it.
+        form = urllib.parse.urlencode({"grant_type": "password", "username": "admin",
+                                       "password": fx_deployment.variables["strongroom_admin_password"]})
+        status, body = _http("POST", f"{base}/api/v1/auth/token", form.encode())
+        assert status == 200, body
+        assert json.loads(body)["token_type"].lower() == "bearer"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+
+def test_postgresql_role_and_database(fx_deployment: Deployment) -> None:
+    if fx_deployment.backend != "postgresql":
+        pytest.skip("PostgreSQL scenario only")
+    name = fx_deployment.variables["strongroom_postgresql_db"]
+    assert _psql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{name}'") == name
+    assert _psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{name}'").startswith("SCRAM-SHA-256$")
+    assert _psql(f"SELECT has_database_privilege('public', '{name}', 'CONNECT')") == "f"
+
+
+def test_reverse_proxy_logs_and_journal(fx_deployment: Deployment) -> None:
+    if fx_deployment.backend != "sqlite":
+        pytest.skip("rendered in the SQLite scenario")
+    variables = fx_deployment.variables
+    etc = fx_deployment.path("strongroom_etc_dir")
+    vhost = (fx_deployment.path("strongroom_nginx_conf_dir") / "strongroom.conf").read_text()
+    assert f"server 127.0.0.1:{variables['strongroom_port']};" in vhost
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in vhost
+    log_format = re.search(r"log_format strongroom_noquery(.*?);", vhost, re.DOTALL)
+    assert log_format, vhost
+    assert not re.search(r"\$(request|request_uri|args|query_string)\b", log_format.group(1)), "query strings logged"
+    certificate, key = etc / "tls" / "strongroom.crt", etc / "tls" / "strongroom.key"
+    assert _owner(key) == ("root", "root", 0o600)
+    subject = subprocess.run(["openssl", "x509", "-noout", "-subject", "-in", str(certificate)],
+                             capture_output=True, text=True, check=True).stdout
+    assert variables["strongroom_server_name"] in subject
+    nginx = shutil.which("nginx")
+    if nginx:
+        main = fx_deployment.root / "nginx-test.conf"
+        main.write_text(f"pid {fx_deployment.root}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+                        f"http {{ include {fx_deployment.path('strongroom_nginx_conf_dir')}/*.conf; }}\n")
+        result = subprocess.run([nginx, "-t", "-c", str(main)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr
+    logrotate_conf = fx_deployment.path("strongroom_logrotate_dir") / "strongroom"
+    assert f"{variables['strongroom_log_dir']}/*.log" in logrotate_conf.read_text()
+    logrotate = shutil.which("logrotate")
+    if logrotate:
+        result = subprocess.run([logrotate, "-d", "-s", str(fx_deployment.root / "logrotate.state"),
+                                 str(logrotate_conf)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+    journald = (fx_deployment.path("strongroom_journald_dir") / "50-strongroom.conf").read_text()
+    assert "Storage=persistent" in journald and "SystemMaxUse=" in journald
