@@ -29,5 +29,9 @@ demo: $(BIN)/.installed
 	$(BIN)/strongroom init
 	$(BIN)/strongroom demo
 
+## Run the benchmarks (standard profile, SQLite + PostgreSQL; needs wrk): bench/results/<date>.json, docs/benchmarks.md.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.run
+
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -26,7 +26,7 @@ from server.api.audit import AuditController
 from server.api.auth import PUBLIC_PATHS, BearerAuthenticationMiddleware, TokenController
 from server.api.body import check_body
 from server.api.contacts import ContactController
-from server.api.customers import Customer360Controller, CustomerController
+from server.api.customers import Customer360Controller, CustomerController, CustomerErasureController
 from server.api.dependencies import provide_call_context, provide_session
 from server.api.health import HealthController
 from server.api.middleware import request_id_middleware, stamp_response
@@ -39,6 +39,7 @@ from server.db import create_engine, create_session_factory
 from server.logs import configure_logging
 from server.ops.checkpoints import checkpoint_periodically
 from server.security.access import AccessControl
+from server.security.field_cipher import FieldCipher
 from server.security.identity import PasswordHasher, TokenSigner, load_or_create_signing_key
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -55,6 +56,7 @@ class Resources:
     hasher: PasswordHasher
     access: AccessControl
     audit_key: Ed25519PrivateKey
+    cipher: FieldCipher
 
 
 def _openapi() -> OpenAPIConfig:
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     configure_logging(settings.log_level)
     signing_key = load_or_create_signing_key(settings.resolved_keys_dir, create=False)
     audit_key = load_or_create_audit_key(settings.resolved_keys_dir, create=False)
+    cipher = FieldCipher.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             hasher=PasswordHasher(),
             access=AccessControl(session_factory),
             audit_key=audit_key,
+            cipher=cipher,
         )
         checkpoints = asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings))
         try:
@@ -116,6 +120,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             TokenController,
             CustomerController,
             Customer360Controller,
+            CustomerErasureController,
             ContactController,
             OpportunityController,
             OpportunityReopenController,

@@ -12,6 +12,7 @@ from typing import Any
 
 from server.config import Settings, SettingsError, describe_settings, load_settings
 from server.errors import StrongroomError
+from server.ops.keys_cli import add_key_commands
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -78,9 +79,11 @@ def cmd_init(settings: Settings, args: argparse.Namespace) -> int:
 
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     from server.audit.store import load_or_create_audit_key
+    from server.security.field_cipher import ensure_keyring
 
     load_or_create_signing_key(settings.resolved_keys_dir, create=True)
     load_or_create_audit_key(settings.resolved_keys_dir, create=True)
+    ensure_keyring(settings)
     print(f"keys in {settings.resolved_keys_dir} (existing keys are never overwritten)")
     migrate(settings.resolved_database_url)
     print("database schema up to date")
@@ -238,6 +241,45 @@ def cmd_policy(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _run(lambda: _with_policy(settings, work))
+
+
+def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase a customer by crypto-shredding, as the operator (audited like the API)."""
+    import uuid as uuid_module
+
+    from server.db import create_engine, create_session_factory
+    from server.security.access import AccessControl
+    from server.security.field_cipher import FieldCipher
+    from server.security.principal import system_principal
+    from server.services.erasure import ErasureService
+    from server.services.records import CallContext
+
+    if not args.yes:
+        print("strongroom: erasure cannot be undone; add --yes to confirm", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        customer_id = uuid_module.UUID(args.customer_id)
+    except ValueError:
+        print("strongroom: CUSTOMER_ID must be a UUID", file=sys.stderr)
+        return EXIT_USAGE
+
+    async def work() -> int:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            factory = create_session_factory(engine)
+            access = AccessControl(factory)
+            await access.refresh_if_stale(force=True)
+            async with factory() as session:
+                principal = system_principal(args.actor or "cli")
+                context = CallContext(session=session, principal=principal, settings=settings, access=access,
+                                      cipher=FieldCipher.from_settings(settings))
+                result = await ErasureService(context).erase(customer_id, legal_basis=args.legal_basis)
+            print(f"customer {result['id']} erased; {result['destroyed_keys']} data key(s) destroyed")
+            return EXIT_OK
+        finally:
+            await engine.dispose()
+
+    return _run(work)
 
 
 def cmd_access_review(settings: Settings, args: argparse.Namespace) -> int:
@@ -415,6 +457,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output file (JSON lines)")
     export.add_argument("--customer", help="only events about this customer and its records")
     audit_commands.add_parser("public-key", help="print the checkpoint public key (PEM)")
+
+    add_key_commands(commands)
+    # The erase command runs through the erasure service, so the operator's erasure is audited like the API's.
+    commands.choices["erase"].set_defaults(handler=cmd_erase)
 
     commands.add_parser("access-review", help="print the access review (who sees which fields)").set_defaults(
         handler=cmd_access_review)

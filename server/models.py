@@ -11,5 +11,6 @@ def import_all_models() -> None:
     import server.domain.customers
     import server.domain.opportunities
     import server.domain.service_records
+    import server.security.data_keys
     import server.security.identity
     import server.services.idempotency  # noqa: F401

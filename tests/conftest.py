@@ -27,6 +27,7 @@ from server.audit.store import load_or_create_audit_key
 from server.config import Settings, load_settings
 from server.db import create_engine, create_session_factory, migrate
 from server.security.access import AccessControl
+from server.security.field_cipher import ensure_keyring
 from server.security.identity import PasswordHasher, load_or_create_signing_key
 from server.security.principal import system_principal
 from server.services.identity import IdentityService
@@ -81,6 +82,7 @@ def fx_settings(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     settings = load_settings({}, data_dir=str(data_dir), database_url=fx_database_url, log_level="WARNING")
     load_or_create_signing_key(Path(settings.resolved_keys_dir), create=True)
     load_or_create_audit_key(Path(settings.resolved_keys_dir), create=True)
+    ensure_keyring(settings)
     return settings
 
 

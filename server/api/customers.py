@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from litestar import Controller, get
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.params import FromPath, JSONBody
 
 from server.api.crud import record_controller
 from server.api.schemas import UNSET, Input, LongText, Name, ShortText, Tag, Unset, Version
 from server.domain.customers import CUSTOMER, CustomerKind, LifecycleStage, SourceChannel, Tier
 from server.services.customer_360 import Customer360Service
 from server.services.customers import CustomerService
+from server.services.erasure import ErasureService
 from server.services.records import CallContext
 
 
@@ -87,3 +88,20 @@ class Customer360Controller(Controller):
     async def view(self, customer_id: FromPath[uuid.UUID],
                    context: NamedDependency[CallContext]) -> dict[str, Any]:
         return await Customer360Service(context).view(customer_id)
+
+
+class Erasure(Input):
+    legal_basis: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+
+
+class CustomerErasureController(Controller):
+    path = "/api/v1/customers"
+    tags = ["customers"]
+
+    @post("/{customer_id:uuid}/erase", status_code=200, summary="Erase a customer (crypto-shredding)",
+          description="Destroys the customer's data key: its encrypted values in the tables, in audit event values "
+                      "and in every backup become unreadable; personal text stored in clear is overwritten; the "
+                      "record remains as a tombstone. Recorded in the audit trail and the erasure ledger.")
+    async def erase(self, customer_id: FromPath[uuid.UUID], data: JSONBody[Erasure],
+                    context: NamedDependency[CallContext]) -> dict[str, Any]:
+        return await ErasureService(context).erase(customer_id, legal_basis=data.legal_basis)

@@ -24,7 +24,7 @@ def provide_call_context(request: Request[Principal, Any, Any], session: NamedDe
     """The authenticated principal with the request's session and the settings."""
     resources = request.app.state.resources
     return CallContext(session=session, principal=request.user, settings=resources.settings, access=resources.access,
-                       request=request_info(request))
+                       cipher=resources.cipher, request=request_info(request))
 
 
 def request_info(request: Request[Any, Any, Any]) -> RequestInfo:

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings
 from server.security.access import AccessControl
+from server.security.field_cipher import FieldCipher
 from server.security.identity import PasswordHasher, User
 from server.security.principal import Principal, PrincipalKind
 from server.services.activities import ActivityService
@@ -81,10 +82,12 @@ async def load_demo_data(session: AsyncSession, settings: Settings, *, customers
     owners = await _demo_owners(session, settings)
     access = AccessControl(async_sessionmaker(session.bind, expire_on_commit=False))
     await access.refresh_if_stale(force=True)
+    cipher = FieldCipher.from_settings(settings)
     now = datetime.now(UTC)
     counts = dict.fromkeys(("customers", "contacts", "opportunities", "service records", "activities"), 0)
     for index in range(customers):
-        context = CallContext(session=session, principal=rng.choice(owners), settings=settings, access=access)
+        context = CallContext(session=session, principal=rng.choice(owners), settings=settings, access=access,
+                              cipher=cipher)
         individual = rng.random() < 0.25
         chinese = rng.random() < 0.5
         customer = await CustomerService(context).create({

@@ -55,6 +55,10 @@ class Customer360Service:
                 .where(Opportunity.customer_id == customer_id, *await opportunities.scope())
                 .order_by(StageChange.changed_at.desc()).limit(TIMELINE_LENGTH)
             )).all()
+            await customers.prepare([customer])
+            await contacts.prepare(contact_rows)
+            await opportunities.prepare(open_rows)
+            await service.prepare(service_rows)
             view: dict[str, Any] = {"customer": customers.project(customer)}
             parts = (("contacts", contacts, contact_rows), ("open_opportunities", opportunities, open_rows),
                      ("recent_service_records", service, service_rows))

@@ -28,6 +28,8 @@ from server.domain.fields import Classification, EntitySpec, FieldSpec
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security.access import AccessControl
+from server.security.crypto import NormalisationError
+from server.security.field_cipher import FieldCipher, Unreadable
 from server.security.identity.models import User
 from server.security.policy import FieldMask, RecordScope, Visibility, render_mask
 from server.security.principal import Principal
@@ -43,6 +45,7 @@ class CallContext:
     principal: Principal
     settings: Settings
     access: AccessControl
+    cipher: FieldCipher
     request: RequestInfo = field(default_factory=RequestInfo)
 
     @property
@@ -84,6 +87,8 @@ class RecordService(Generic[ModelT]):
         self.principal = context.principal
         self.repository: Repository[ModelT] = Repository(context.session, self.model)  # type: ignore[arg-type]
         self.mask: FieldMask = context.access.field_mask(context.principal, self.entity)
+        self.cipher = context.cipher
+        self.encrypted = context.cipher.encrypted_fields(self.entity)
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -152,16 +157,72 @@ class RecordService(Generic[ModelT]):
     def project(self, record: ModelT, *, reveal: str | None = None) -> dict[str, Any]:
         """The record as the principal may see it: clear, masked by the field's format, or absent."""
         projected: dict[str, Any] = {}
+        unreadable: dict[str, str] = {}
         for spec in self.entity.fields:
             visibility = self.mask.visibility.get(spec.name, Visibility.HIDDEN)
             if visibility is Visibility.HIDDEN:
                 continue
-            value = getattr(record, spec.name)
-            if visibility is Visibility.MASKED and spec.name != reveal:
+            value = self.plain(record, spec.name)
+            if isinstance(value, Unreadable):
+                # One value that cannot be decrypted (erased subject, damaged or moved ciphertext) is reported
+                # for that field alone; the rest of the record is served.
+                unreadable[spec.name] = value.reason
+                projected[spec.name] = None
+            elif visibility is Visibility.MASKED and spec.name != reveal:
                 projected[spec.name] = _masked(spec, value)
             else:
                 projected[spec.name] = render_decimal(value) if isinstance(value, Decimal) else value
+        if unreadable:
+            projected["unreadable_fields"] = unreadable
         return projected
+
+    def plain(self, record: ModelT, name: str) -> Any:
+        """A field's value in clear: decrypted if the field is encrypted (``prepare`` the records first)."""
+        if name in self.encrypted:
+            return self.cipher.open_field(self.entity, record, name)
+        return getattr(record, name)
+
+    def data_subject(self, record: ModelT) -> uuid.UUID:
+        """The customer whose data key seals this record's encrypted fields."""
+        subject: uuid.UUID = getattr(record, "customer_id", None) or getattr(record, "id")  # noqa: B009
+        return subject
+
+    async def prepare(self, records: Iterable[ModelT]) -> None:
+        """Load the data keys the records' encrypted values need (one query), so projection stays synchronous."""
+        if self.encrypted:
+            await self.cipher.prepare(self.session, records, self.entity)
+
+    async def seal(self, record: ModelT, names: Iterable[str]) -> None:
+        """Replace the clear values of the named encrypted fields with ciphertext bound to this record."""
+        to_seal = [name for name in names if name in self.encrypted]
+        if to_seal:
+            await self.cipher.seal_fields(self.session, self.entity, record, self.data_subject(record), to_seal)
+
+    def blind_criteria(self, filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
+        """Exact-match criteria: blind-index equality for encrypted fields (candidates are checked after
+        decryption, since a truncated index has false positives), plain equality for the rest."""
+        criteria: list[ColumnElement[bool]] = []
+        to_confirm: dict[str, Any] = {}
+        for name, value in filters.items():
+            if name in self.encrypted:
+                column = self.repository.column(self.cipher.blind_index_column(name))
+                try:
+                    index = self.cipher.blind_index(self.entity, name, str(value))
+                except (NormalisationError, ValueError):
+                    raise InvalidInput(f"{name} is not a valid value to search by", field=name) from None
+                criteria.append(column == index)
+                to_confirm[name] = value
+            else:
+                criteria.append(self.repository.column(name) == value)
+        return criteria, to_confirm
+
+    def confirmed(self, record: ModelT, to_confirm: Mapping[str, Any]) -> bool:
+        """Whether a blind-index candidate really holds the searched values."""
+        for name, wanted in to_confirm.items():
+            value = self.plain(record, name)
+            if not isinstance(value, str) or not self.cipher.same_value(self.entity, name, value, str(wanted)):
+                return False
+        return True
 
     # -- audit -------------------------------------------------------------------------------------------------
 
@@ -233,6 +294,7 @@ class RecordService(Generic[ModelT]):
             raise
         async with self.session.begin():
             record = await self.load(record_id)
+            await self.prepare([record])
             projected = self.project(record, reveal=reveal)
         if reveal is not None and self.mask.visibility.get(reveal) is not Visibility.CLEAR:
             await self.record_alone(AuditAction.REVEAL, record, fields=[reveal], reason=reason)
@@ -262,12 +324,13 @@ class RecordService(Generic[ModelT]):
         except Forbidden as error:
             await self.record_denied(error)
             raise
-        criteria = [self.repository.column(name) == value for name, value in query.filters.items()]
+        criteria, to_confirm = self.blind_criteria(query.filters)
         async with self.session.begin():
             rows, more = await self.repository.list_page(
                 *await self.scope(), *criteria, sort=query.sort, after=query.after, limit=query.limit
             )
-            items = [self.project(row) for row in rows]
+            await self.prepare(rows)
+            items = [self.project(row) for row in rows if self.confirmed(row, to_confirm)]
         seen = self.seen_in_clear()
         if seen and items:
             await self.record_alone(AuditAction.READ, None, fields=seen,
@@ -286,7 +349,7 @@ class RecordService(Generic[ModelT]):
         except Forbidden as error:
             await self.record_denied(error)
             raise
-        criteria = [self.repository.column(name) == value for name, value in filters.items()]
+        criteria, to_confirm = self.blind_criteria(filters)
         sort = SortOrder("created_at")
         exported: list[dict[str, Any]] = []
         after: Keyset | None = None
@@ -295,7 +358,8 @@ class RecordService(Generic[ModelT]):
             while len(exported) < max_rows:
                 rows, more = await self.repository.list_page(*scope, *criteria, sort=sort, after=after,
                                                              limit=min(500, max_rows - len(exported)))
-                exported += [self.project(row) for row in rows]
+                await self.prepare(rows)
+                exported += [self.project(row) for row in rows if self.confirmed(row, to_confirm)]
                 if not more or not rows:
                     break
                 after = Keyset(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]
@@ -313,6 +377,7 @@ class RecordService(Generic[ModelT]):
 
         async def insert() -> dict[str, Any]:
             record = await self.build(values)
+            await self.seal(record, self.encrypted)
             self.repository.add(record)
             await self._flush()
             await self.record(AuditAction.CREATE, record, fields=list(values),
@@ -353,8 +418,19 @@ class RecordService(Generic[ModelT]):
                     f"{self.entity.name} {record_id} is at version {current}, not {expected_version}",
                     current_version=current,
                 )
+            await self.prepare([record])
             before = self.audit_snapshot(record, self.entity.field_names)
+            subject = self.data_subject(record)
+            clear_before = {name: self.plain(record, name) for name in self.encrypted}
             await mutate(record)
+            if self.data_subject(record) != subject:
+                # Moved to another data subject: values the PATCH left alone are put back in clear, so that all
+                # are sealed under the new subject's key (erasing either customer must affect the right data).
+                for name, value in clear_before.items():
+                    current = getattr(record, name)
+                    if isinstance(value, str) and isinstance(current, str) and self.cipher.is_sealed(current):
+                        setattr(record, name, value)
+            await self.seal(record, self.encrypted)
             await self._flush()
             after = self.audit_snapshot(record, self.entity.field_names)
             changed = [name for name in self.entity.field_names

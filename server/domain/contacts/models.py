@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, Uuid
+from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, Uuid
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, RecordMixin
@@ -33,3 +33,10 @@ class Contact(RecordMixin, Base):
     marketing_consent: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     consent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     consent_source: Mapped[str | None] = mapped_column(String(100))
+    # Blind indexes of the encrypted, blind-indexed fields: a keyed, truncated HMAC of the normalised value
+    # (server.security.field_cipher). Equality search and duplicate checks use them; candidates are then
+    # decrypted and compared in clear. NULL when the value is NULL or its subject was erased.
+    email_bidx: Mapped[int | None] = mapped_column(Integer, index=True)
+    phone_bidx: Mapped[int | None] = mapped_column(Integer, index=True)
+    mobile_bidx: Mapped[int | None] = mapped_column(Integer, index=True)
+    national_id_bidx: Mapped[int | None] = mapped_column(Integer, index=True)

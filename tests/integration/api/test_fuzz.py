@@ -157,7 +157,8 @@ def valid_body(collection: str, world: dict[str, Any]) -> dict[str, Any]:
     person_id = world["person"]["id"]
     return {
         CUSTOMERS: {"name": "Fuzzed", "kind": "individual", "tags": ["fuzz"]},
-        CONTACTS: {"customer_id": person_id, "name": "Fuzzed", "email": "fuzz@example.com"},
+        # A fresh e-mail each time: contacts are de-duplicated by e-mail (409), which is not what is fuzzed here.
+        CONTACTS: {"customer_id": person_id, "name": "Fuzzed", "email": f"fuzz-{uuid.uuid4().hex[:12]}@example.com"},
         OPPORTUNITIES: {"customer_id": person_id, "title": "Fuzzed", "amount": "12.50", "currency": "CNY"},
         SERVICE_RECORDS: {"customer_id": person_id, "type": "inquiry", "priority": "normal", "description": "Fuzz"},
         ACTIVITIES: {"customer_id": person_id, "kind": "note", "occurred_at": "2026-05-01T10:00:00+08:00",

@@ -1,0 +1,560 @@
+"""Key jobs: KEK rotation (rewrap every DEK), DEK rotation (re-encrypt values under new DEKs), key status.
+
+All three run online, beside serving processes, in short transactions:
+
+* ``rotate_kek`` adds a KEK version to the keyring file (under its lock; other processes pick the new file up
+  when they next create a DEK, and when they meet a DEK wrapped under a version they do not hold) and rewraps
+  every DEK wrapped under an older version, in batches, until none is left. Run again with
+  ``add_version=False`` to finish a rotation that was interrupted.
+* ``reencrypt`` gives every data subject whose active DEK is older than the job's cutoff a new DEK and
+  reseals all its values (the old DEK is kept, ``retired``: audit events and backups still hold values under
+  it); then it seals every value still outside its subject's active DEK (plaintext from before encryption was
+  enabled, or a value a concurrent writer sealed under the previous DEK). One transaction per batch of
+  subjects; the cutoff and counters are kept in ``key_jobs``, and what is left is derived from which DEK each
+  stored value names, so an interrupted run (Ctrl-C, crash) resumes where it stopped.
+* ``key_status`` reports KEK versions in use, DEK states, and stored values per DEK generation.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import ColumnElement, Table, and_, bindparam, case, exists, func, literal, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.db import write_transaction
+from server.security.crypto import SEALED_PREFIX, CryptoError, DataKey, KeyringError, WrappedDek
+from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, DekState, KeyJob, token_prefix
+from server.security.field_cipher import ERASED, DekInfo, EncryptedEntity, FieldCipher
+
+__all__ = [
+    "REENCRYPT_JOB",
+    "JobProgress",
+    "KeyStatus",
+    "NullProgress",
+    "ReencryptResult",
+    "RotateResult",
+    "key_status",
+    "print_lines",
+    "reencrypt",
+    "rich_progress",
+    "rotate_kek",
+]
+
+REENCRYPT_JOB = "reencrypt"
+_MAX_ROTATE_PASSES = 10
+_data_keys: Table = DataKeyRow.__table__  # type: ignore[assignment]
+_key_jobs: Table = KeyJob.__table__  # type: ignore[assignment]
+Sessions = async_sessionmaker[AsyncSession]
+
+
+class JobProgress(Protocol):
+    """Where a job reports progress (a progress bar, or nothing)."""
+
+    def start(self, description: str, total: int) -> None:
+        """A phase begins with ``total`` units of work (an estimate: work may appear while it runs)."""
+        ...
+
+    def advance(self, amount: int) -> None:
+        """``amount`` units are done."""
+        ...
+
+
+class NullProgress:
+    """Reports nothing."""
+
+    def start(self, description: str, total: int) -> None:
+        """Ignore."""
+
+    def advance(self, amount: int) -> None:
+        """Ignore."""
+
+
+class _RichProgress:
+    def __init__(self, progress: Any) -> None:
+        self._progress = progress
+        self._task: Any = None
+
+    def start(self, description: str, total: int) -> None:
+        if self._task is not None:
+            self._progress.update(self._task, completed=self._progress.tasks[-1].total)
+        self._task = self._progress.add_task(description, total=max(total, 1))
+
+    def advance(self, amount: int) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task, amount)
+
+
+@contextmanager
+def rich_progress(enabled: bool | None = None) -> Iterator[JobProgress]:
+    """A ``rich`` progress bar on standard error; nothing when it is not a terminal (or ``enabled`` is False)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if enabled is None:
+        enabled = console.is_terminal
+    if not enabled:
+        yield NullProgress()
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        yield _RichProgress(progress)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------- KEK rotation
+
+
+@dataclass(frozen=True, slots=True)
+class RotateResult:
+    """What a KEK rotation did."""
+
+    kek_version: int
+    added_version: bool
+    rewrapped: int
+    remaining: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """DEKs rewrapped per second."""
+        return self.rewrapped / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _count_stale(sessions: Sessions, current: int) -> int:
+    async with sessions() as session:
+        query = select(func.count()).select_from(_data_keys).where(
+            _data_keys.c.wrapped.is_not(None), _data_keys.c.kek_version < current)
+        return int((await session.execute(query)).scalar_one())
+
+
+async def rotate_kek(
+    sessions: Sessions,
+    cipher: FieldCipher,
+    *,
+    add_version: bool = True,
+    batch_size: int = 500,
+    progress: JobProgress | None = None,
+) -> RotateResult:
+    """Add a KEK version (unless ``add_version`` is False) and rewrap every DEK wrapped under an older one.
+
+    Each batch locks its DEK rows (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite), rewraps them under
+    the current KEK and commits, so serving processes keep sealing and opening throughout. Passes repeat until
+    no DEK is left under an older version (a process that had not yet seen the new keyring file may wrap one
+    more under the old version meanwhile).
+
+    Raises:
+        KeyringError: The keyring cannot be rotated here (it comes from the environment: rotate the file the
+            secret was made from, then update the secret).
+    """
+    progress = progress or NullProgress()
+    provider = cipher.provider
+    if add_version:
+        version = provider.add_kek_version()
+    else:
+        cipher.refresh_keyring()
+        version = provider.current_kek_version()
+    cipher.refresh_keyring()
+    started = time.perf_counter()
+    rewrapped = 0
+    for _pass in range(_MAX_ROTATE_PASSES):
+        stale = await _count_stale(sessions, version)
+        if stale == 0:
+            break
+        progress.start(f"rewrap DEKs under KEK v{version}", stale)
+        last_id: uuid.UUID | None = None
+        while True:
+            async with sessions() as session, write_transaction(session):
+                query = (
+                    select(_data_keys.c.id, _data_keys.c.wrapped)
+                    .where(_data_keys.c.wrapped.is_not(None), _data_keys.c.kek_version < version)
+                    .order_by(_data_keys.c.id)
+                    .limit(batch_size)
+                    .with_for_update()
+                )
+                if last_id is not None:
+                    query = query.where(_data_keys.c.id > last_id)
+                rows = (await session.execute(query)).all()
+                if not rows:
+                    break
+                params = []
+                for dek_id, wrapped in rows:
+                    try:
+                        new = provider.rewrap(WrappedDek.from_bytes(wrapped))
+                    except CryptoError as error:
+                        raise KeyringError(f"DEK {dek_id} cannot be rewrapped: {error}") from None
+                    params.append({"b_id": dek_id, "b_wrapped": new.to_bytes(), "b_kek": new.kek_version})
+                await session.execute(
+                    update(_data_keys)
+                    .where(_data_keys.c.id == bindparam("b_id"), _data_keys.c.wrapped.is_not(None))
+                    .values(wrapped=bindparam("b_wrapped"), kek_version=bindparam("b_kek")),
+                    params,
+                )
+            last_id = rows[-1].id
+            rewrapped += len(rows)
+            progress.advance(len(rows))
+    remaining = await _count_stale(sessions, version)
+    return RotateResult(version, add_version, rewrapped, remaining, time.perf_counter() - started)
+
+
+# ---------------------------------------------------------------------------------------------- DEK rotation
+
+
+@dataclass(slots=True)
+class ReencryptResult:
+    """What a re-encryption run did (this run only; the job row holds the totals across resumed runs)."""
+
+    job_id: int
+    cutoff: datetime
+    resumed: bool
+    subjects: int = 0
+    values_resealed: int = 0
+    values_unreadable: int = 0
+    finished: bool = False
+    seconds: float = 0.0
+    unreadable_subjects: list[uuid.UUID] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Values resealed per second."""
+        return self.values_resealed / self.seconds if self.seconds > 0 else 0.0
+
+
+async def _open_job(sessions: Sessions) -> tuple[int, datetime, bool]:
+    async with sessions() as session, write_transaction(session):
+        row = (await session.execute(
+            select(_key_jobs.c.id, _key_jobs.c.cutoff)
+            .where(_key_jobs.c.kind == REENCRYPT_JOB, _key_jobs.c.finished_at.is_(None))
+            .order_by(_key_jobs.c.id.desc()).limit(1)
+        )).first()
+        if row is not None:
+            return int(row.id), row.cutoff, True
+        now = _now()
+        job = KeyJob(kind=REENCRYPT_JOB, cutoff=now, started_at=now, updated_at=now, subjects_done=0,
+                     values_resealed=0, values_unreadable=0)
+        session.add(job)
+        await session.flush()
+        return job.id, now, False
+
+
+def _needs_work(layout: EncryptedEntity, table: Table, active: Any) -> ColumnElement[bool]:
+    """Rows of ``table`` holding a value outside the subject's active DEK that can still be resealed."""
+    destroyed = _data_keys.alias("destroyed_key")
+    clauses = []
+    for column_name in layout.columns.values():
+        column = table.c[column_name]
+        prefix = func.substr(column, 1, TOKEN_PREFIX_CHARS)
+        plaintext = func.substr(column, 1, len(SEALED_PREFIX)) != SEALED_PREFIX
+        elsewhere = and_(
+            or_(active.c.token_prefix.is_(None), prefix != active.c.token_prefix),
+            ~exists().where(destroyed.c.token_prefix == prefix, destroyed.c.state == DekState.DESTROYED),
+        )
+        clauses.append(and_(column.is_not(None), column != "", or_(plaintext, elsewhere)))
+    return or_(*clauses)
+
+
+async def _subjects_with_stray_values(
+    session: AsyncSession, cipher: FieldCipher, after: uuid.UUID | None, limit: int
+) -> list[uuid.UUID]:
+    found: set[uuid.UUID] = set()
+    for layout in cipher.entities:
+        table: Table = layout.model.__table__
+        subject = table.c[layout.subject_column]
+        active = _data_keys.alias("active_key")
+        query = (
+            select(subject).distinct()
+            .select_from(table.outerjoin(active, and_(active.c.subject_id == subject,
+                                                      active.c.state == DekState.ACTIVE)))
+            .where(_needs_work(layout, table, active))
+            .order_by(subject).limit(limit)
+        )
+        if after is not None:
+            query = query.where(subject > after)
+        found.update((await session.execute(query)).scalars().all())
+    return sorted(found)[:limit]
+
+
+async def _subjects_to_rotate(session: AsyncSession, cutoff: datetime, limit: int) -> list[uuid.UUID]:
+    query = (
+        select(_data_keys.c.subject_id)
+        .where(_data_keys.c.state == DekState.ACTIVE, _data_keys.c.created_at < cutoff)
+        .order_by(_data_keys.c.subject_id).limit(limit)
+    )
+    return list((await session.execute(query)).scalars().all())
+
+
+async def _count_subjects_to_rotate(sessions: Sessions, cutoff: datetime) -> int:
+    async with sessions() as session:
+        query = select(func.count()).select_from(_data_keys).where(
+            _data_keys.c.state == DekState.ACTIVE, _data_keys.c.created_at < cutoff)
+        return int((await session.execute(query)).scalar_one())
+
+
+@dataclass(slots=True)
+class _BatchOutcome:
+    resealed: int
+    unreadable: dict[uuid.UUID, int]
+
+
+async def _reencrypt_batch(
+    session: AsyncSession, cipher: FieldCipher, subjects: Sequence[uuid.UUID], cutoff: datetime | None
+) -> _BatchOutcome:
+    """Reseal every value of these subjects under their active DEK, first replacing active DEKs older than
+    ``cutoff``. Values under destroyed DEKs are left alone; values that do not open are counted per subject."""
+    deks = await cipher.lock_subject_deks(session, subjects)
+    states = {info.token_prefix: info.state for infos in deks.values() for info in infos}
+    active: dict[uuid.UUID, DataKey] = {}
+    replacing: dict[uuid.UUID, DekInfo] = {}
+    for subject, infos in deks.items():
+        cipher.forget_active(session, subject)
+        current = next((info for info in infos if info.state == DekState.ACTIVE), None)
+        if current is None:
+            continue
+        if cutoff is not None and current.created_at < cutoff:
+            replacing[subject] = current
+        elif current.key is not None:
+            active[subject] = current.key
+    generations = {subject: max(info.generation for info in deks[subject]) + 1 for subject in replacing}
+    active.update(await cipher.replace_deks(session, replacing, generations))
+    for dek in active.values():
+        states[token_prefix(dek.id, dek.suite)] = DekState.ACTIVE
+    unreadable: dict[uuid.UUID, int] = {}
+    resealed = 0
+    for layout in cipher.entities:
+        table: Table = layout.model.__table__
+        names = list(layout.columns)
+        subject_column = table.c[layout.subject_column]
+        rows: list[Any] = []
+        for chunk in _chunks(subjects):
+            rows.extend((await session.execute(
+                select(table.c.id, subject_column, *(table.c[layout.columns[name]] for name in names))
+                .where(subject_column.in_(chunk))
+                .order_by(table.c.id)
+                .with_for_update()
+            )).all())
+        # Values sealed under another subject's DEK (a record moved between customers) open too.
+        await cipher.prepare_tokens(session, (value for row in rows for value in row[2:]
+                                              if isinstance(value, str) and value[:TOKEN_PREFIX_CHARS] not in states))
+        changes: dict[frozenset[str], list[dict[str, Any]]] = {}
+        for row in rows:
+            record_id, subject = row[0], row[1]
+            changed: dict[str, Any] = {}
+            for position, name in enumerate(names, start=2):
+                value = row[position]
+                if value is None or value == "":
+                    continue
+                sealed = value.startswith(SEALED_PREFIX)
+                prefix = value[:TOKEN_PREFIX_CHARS]
+                target = active.get(subject)
+                if sealed and ((target is not None and prefix == token_prefix(target.id, target.suite))
+                               or states.get(prefix) == DekState.DESTROYED):
+                    continue
+                plaintext = cipher.open_in(layout, name, record_id, value) if sealed else value
+                if not isinstance(plaintext, str):
+                    if plaintext is not ERASED:
+                        unreadable[subject] = unreadable.get(subject, 0) + 1
+                    continue
+                if target is None:
+                    target = active[subject] = await cipher.active_dek(session, subject)
+                changed[layout.columns[name]] = cipher.seal_value(target, layout, name, record_id, plaintext)
+                if name in layout.blind_indexed:
+                    changed[f"{name}_bidx"] = cipher.blind_index_or_none(layout.name, name, plaintext)
+            if changed:
+                resealed += sum(1 for key in changed if not key.endswith("_bidx"))
+                changes.setdefault(frozenset(changed), []).append(
+                    {"b_id": record_id, **{f"v_{key}": value for key, value in changed.items()}})
+        for keys, params in changes.items():
+            # updated_at is set to itself: resealing changes no value a user could see.
+            values: dict[str, Any] = {key: bindparam(f"v_{key}") for key in sorted(keys)}
+            values["updated_at"] = table.c.updated_at
+            await session.execute(update(table).where(table.c.id == bindparam("b_id")).values(values), params)
+    return _BatchOutcome(resealed, unreadable)
+
+
+def _chunks(items: Sequence[Any], size: int = 500) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+async def reencrypt(
+    sessions: Sessions,
+    cipher: FieldCipher,
+    *,
+    batch_subjects: int = 50,
+    progress: JobProgress | None = None,
+    on_batch: Callable[[int], None] | None = None,
+) -> ReencryptResult:
+    """Move every subject's values to a new DEK (resuming an unfinished job if there is one).
+
+    Args:
+        sessions: Session factory of the database.
+        cipher: The process's field cipher.
+        batch_subjects: Subjects per transaction.
+        progress: Progress reporting (``rich_progress()`` in the CLI).
+        on_batch: Called with the batch number after each committed batch (raising stops the run; the job
+            resumes from there next time).
+
+    Returns:
+        What this run did; ``finished`` is False only if a subject's values could not all be opened.
+    """
+    progress = progress or NullProgress()
+    started = time.perf_counter()
+    job_id, cutoff, resumed = await _open_job(sessions)
+    result = ReencryptResult(job_id=job_id, cutoff=cutoff, resumed=resumed)
+    batch_number = 0
+
+    async def run_batch(subjects: Sequence[uuid.UUID], rotate_before: datetime | None) -> None:
+        nonlocal batch_number
+        async with sessions() as session, write_transaction(session):
+            outcome = await _reencrypt_batch(session, cipher, subjects, rotate_before)
+            resealed, unreadable = outcome.resealed, sum(outcome.unreadable.values())
+            await session.execute(update(_key_jobs).where(_key_jobs.c.id == job_id).values(
+                subjects_done=_key_jobs.c.subjects_done + len(subjects),
+                values_resealed=_key_jobs.c.values_resealed + resealed,
+                values_unreadable=_key_jobs.c.values_unreadable + unreadable,
+                updated_at=_now(),
+            ))
+        result.subjects += len(subjects)
+        result.values_resealed += resealed
+        result.values_unreadable += unreadable
+        result.unreadable_subjects.extend(outcome.unreadable)
+        progress.advance(len(subjects))
+        batch_number += 1
+        if on_batch is not None:
+            on_batch(batch_number)
+
+    progress.start("new DEKs, values resealed", await _count_subjects_to_rotate(sessions, cutoff))
+    while True:
+        async with sessions() as session:
+            subjects = await _subjects_to_rotate(session, cutoff, batch_subjects)
+        if not subjects:
+            break
+        await run_batch(subjects, cutoff)
+
+    progress.start("values outside their subject's DEK", 0)
+    after: uuid.UUID | None = None
+    while True:
+        async with sessions() as session:
+            subjects = await _subjects_with_stray_values(session, cipher, after, batch_subjects)
+        if not subjects:
+            break
+        await run_batch(subjects, None)
+        after = subjects[-1]
+
+    result.finished = not result.unreadable_subjects
+    async with sessions() as session, write_transaction(session):
+        await session.execute(update(_key_jobs).where(_key_jobs.c.id == job_id).values(
+            finished_at=_now(), updated_at=_now()))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- status
+
+
+@dataclass(slots=True)
+class KeyStatus:
+    """Key material in use, for ``strongroom keys status``.
+
+    Attributes:
+        current_kek_version: The KEK version new DEKs are wrapped under.
+        keyring_kek_versions: KEK versions the keyring holds.
+        deks_per_kek_version: Wrapped (not destroyed) DEKs per KEK version.
+        deks_per_state: DEKs per state (active, retired, destroyed).
+        values_per_generation: Stored values per DEK generation and state, e.g. ``"generation 2 (active)"``;
+            also ``"plaintext"`` (not yet sealed) and ``"unknown key"``.
+        open_job: The unfinished re-encryption job, if any (id, cutoff, counters).
+    """
+
+    current_kek_version: int
+    keyring_kek_versions: tuple[int, ...]
+    deks_per_kek_version: dict[int, int]
+    deks_per_state: dict[str, int]
+    values_per_generation: dict[str, int]
+    open_job: dict[str, Any] | None
+
+    def lines(self) -> list[str]:
+        """Human-readable report."""
+        out = [
+            f"KEK: current version {self.current_kek_version}; keyring holds versions "
+            f"{', '.join(map(str, self.keyring_kek_versions))}",
+            "DEKs per KEK version: " + (", ".join(
+                f"v{version}: {count}" for version, count in sorted(self.deks_per_kek_version.items())) or "none"),
+            "DEKs per state: " + (", ".join(
+                f"{state}: {count}" for state, count in sorted(self.deks_per_state.items())) or "none"),
+            "values per DEK generation: " + (", ".join(
+                f"{key}: {count}" for key, count in sorted(self.values_per_generation.items())) or "none"),
+        ]
+        if self.open_job is not None:
+            job = self.open_job
+            out.append(f"re-encryption job {job['id']} unfinished (cutoff {job['cutoff']:%Y-%m-%d %H:%M:%S}Z, "
+                       f"{job['subjects_done']} subjects, {job['values_resealed']} values so far): run "
+                       "`strongroom keys reencrypt` to resume")
+        return out
+
+
+async def key_status(sessions: Sessions, cipher: FieldCipher) -> KeyStatus:
+    """Count KEK versions, DEK states and values per DEK generation (scans the encrypted columns)."""
+    cipher.refresh_keyring()
+    provider = cipher.provider
+    async with sessions() as session:
+        per_kek: dict[Any, Any] = dict((await session.execute(
+            select(_data_keys.c.kek_version, func.count()).where(_data_keys.c.wrapped.is_not(None))
+            .group_by(_data_keys.c.kek_version)
+        )).all())
+        per_state: dict[Any, Any] = dict((await session.execute(
+            select(_data_keys.c.state, func.count()).group_by(_data_keys.c.state))).all())
+        values: dict[str, int] = {}
+        for layout in cipher.entities:
+            table: Table = layout.model.__table__
+            for column_name in layout.columns.values():
+                column = table.c[column_name]
+                sealed = case((func.substr(column, 1, len(SEALED_PREFIX)) == SEALED_PREFIX, literal(1)),
+                              else_=literal(0))
+                inner = (
+                    select(sealed.label("sealed"), _data_keys.c.generation, _data_keys.c.state)
+                    .select_from(table.outerjoin(
+                        _data_keys, _data_keys.c.token_prefix == func.substr(column, 1, TOKEN_PREFIX_CHARS)))
+                    .where(column.is_not(None), column != "")
+                    .subquery()
+                )
+                query = select(inner.c.sealed, inner.c.generation, inner.c.state, func.count()).group_by(
+                    inner.c.sealed, inner.c.generation, inner.c.state)
+                for is_sealed, generation, state, count in (await session.execute(query)).all():
+                    if not is_sealed:
+                        key = "plaintext"
+                    elif generation is None:
+                        key = "unknown key"
+                    else:
+                        key = f"generation {generation} ({state})"
+                    values[key] = values.get(key, 0) + int(count)
+        job_row = (await session.execute(
+            select(_key_jobs).where(_key_jobs.c.kind == REENCRYPT_JOB, _key_jobs.c.finished_at.is_(None))
+            .order_by(_key_jobs.c.id.desc()).limit(1)
+        )).mappings().first()
+    return KeyStatus(
+        current_kek_version=provider.current_kek_version(),
+        keyring_kek_versions=tuple(provider.kek_versions()),
+        deks_per_kek_version={int(version): int(count) for version, count in per_kek.items()},
+        deks_per_state={str(state): int(count) for state, count in per_state.items()},
+        values_per_generation=values,
+        open_job=dict(job_row) if job_row is not None else None,
+    )
+
+
+def print_lines(lines: Sequence[str]) -> None:
+    """Print a report to standard output."""
+    for line in lines:
+        sys.stdout.write(line + "\n")
+

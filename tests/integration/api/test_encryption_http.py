@@ -1,0 +1,133 @@
+"""Column encryption through the API, checked against what the database really holds."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import text
+
+from server.audit.canonical import decode_event
+from server.security.field_cipher import Unreadable
+
+SECRETS = {"email": "Mei.Ling@Example.com", "phone": "+86 138 0013 8123", "national_id": "110101199107077777",
+           "address": "北京市朝阳区建国路88号"}
+
+
+async def _subject(fx_api: Any, headers: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    customer = (await fx_api.client.post("/api/v1/customers", headers=headers, json={
+        "name": "Mei Ling", "kind": "individual", "tax_id": "TAX-SECRET-991"})).json()
+    contact = await fx_api.client.post("/api/v1/contacts", headers=headers, json={
+        "customer_id": customer["id"], "name": "Mei Ling", "email": f"{uuid.uuid4().hex[:6]}.{SECRETS['email']}",
+        "phone": SECRETS["phone"], "national_id": f"{uuid.uuid4().int % 10**17:017d}X",
+        "address": SECRETS["address"]})
+    assert contact.status_code == 201, contact.text
+    return customer, dict(contact.json())
+
+
+async def test_database_holds_no_plaintext(fx_api: Any) -> None:
+    rep = await fx_api.login(["sales_rep"])
+    _customer, contact = await _subject(fx_api, rep)
+    async with fx_api.session_factory() as session:
+        row = (await session.execute(text(
+            "SELECT email, phone, national_id, address, email_bidx FROM contacts WHERE id = :id"),
+            {"id": contact["id"] if fx_api.backend == "postgresql" else contact["id"].replace("-", "")})).one()
+        tax = (await session.execute(text("SELECT tax_id FROM customers WHERE name = 'Mei Ling' AND tax_id IS NOT NULL"
+                                          ))).scalars().all()
+    assert all(value.startswith("sr:") for value in row[:4])
+    assert contact["email"] not in row[0] and SECRETS["address"] not in row[3]
+    assert row[4] is not None
+    assert all("TAX-SECRET-991" not in value for value in tax)
+    assert contact["phone"] == SECRETS["phone"]  # the owner reads it in clear through the API
+
+
+async def test_search_by_blind_index_and_duplicates(fx_api: Any) -> None:
+    rep, other_rep = await fx_api.login(["sales_rep"]), await fx_api.login(["sales_rep"])
+    customer, contact = await _subject(fx_api, rep)
+    found = await fx_api.client.get("/api/v1/contacts", params={"email": f"  {contact['email'].upper()} "},
+                                    headers=rep)
+    assert [item["id"] for item in found.json()["items"]] == [contact["id"]]
+    by_phone = await fx_api.client.get("/api/v1/contacts", params={"phone": "13800138123"}, headers=rep)
+    assert contact["id"] in [item["id"] for item in by_phone.json()["items"]]
+    nothing = await fx_api.client.get("/api/v1/contacts", params={"email": "absent@example.com"}, headers=rep)
+    assert nothing.json()["items"] == []
+
+    again = await fx_api.client.post("/api/v1/contacts", headers=rep, json={
+        "customer_id": customer["id"], "name": "Copy", "email": contact["email"].lower()})
+    assert again.status_code == 409
+    assert again.json()["existing_id"] == contact["id"]
+    own = (await fx_api.client.post("/api/v1/customers", headers=other_rep,
+                                    json={"name": "Elsewhere", "kind": "company"})).json()
+    unseen = await fx_api.client.post("/api/v1/contacts", headers=other_rep, json={
+        "customer_id": own["id"], "name": "Copy", "email": contact["email"]})
+    assert unseen.status_code == 409
+    assert "existing_id" not in unseen.json()
+
+
+async def test_moved_ciphertext_does_not_decrypt(fx_api: Any) -> None:
+    rep = await fx_api.login(["sales_rep"])
+    _customer, victim = await _subject(fx_api, rep)
+    _other, target = await _subject(fx_api, rep)
+    key = (lambda value: value) if fx_api.backend == "postgresql" else (lambda value: value.replace("-", ""))
+    async with fx_api.session_factory() as session, session.begin():
+        await session.execute(text(
+            "UPDATE contacts SET email = (SELECT email FROM contacts WHERE id = :victim), "
+            "phone = (SELECT national_id FROM contacts WHERE id = :target) WHERE id = :target"),
+            {"victim": key(victim["id"]), "target": key(target["id"])})
+    response = await fx_api.client.get(f"/api/v1/contacts/{target['id']}", headers=rep)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["email"] is None and body["phone"] is None
+    assert body["unreadable_fields"] == {"email": "undecryptable", "phone": "undecryptable"}
+    assert victim["email"] not in response.text
+    assert body["address"] == SECRETS["address"]
+
+
+async def test_erasure_shreds_tables_and_audit_values_and_the_chain_still_verifies(fx_api: Any) -> None:
+    manager = await fx_api.login(["sales_manager"])
+    auditor = await fx_api.login(["auditor"])
+    customer, contact = await _subject(fx_api, manager)
+    email = contact["email"]
+    rep = await fx_api.login(["sales_rep"])
+    refused = await fx_api.client.post(f"/api/v1/customers/{customer['id']}/erase", headers=rep,
+                                       json={"legal_basis": "GDPR Art. 17"})
+    assert refused.status_code in {403, 404}
+    no_basis = await fx_api.client.post(f"/api/v1/customers/{customer['id']}/erase", headers=manager,
+                                        json={"legal_basis": " "})
+    assert no_basis.status_code == 422
+    erased = await fx_api.client.post(f"/api/v1/customers/{customer['id']}/erase", headers=manager,
+                                      json={"legal_basis": "GDPR Art. 17 request 2026-114"})
+    assert erased.status_code == 200, erased.text
+
+    tombstone = (await fx_api.client.get(f"/api/v1/customers/{customer['id']}", headers=manager)).json()
+    assert tombstone["name"] == "[erased]"
+    assert tombstone["unreadable_fields"] == {"tax_id": "erased"}
+    after = (await fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=manager)).json()
+    assert after["email"] is None and after["unreadable_fields"]["email"] == "erased"
+    assert email not in str(after)
+    search = await fx_api.client.get("/api/v1/contacts", params={"email": email}, headers=manager)
+    assert search.json()["items"] == []
+
+    events = (await fx_api.client.get("/api/v1/audit/events", params={"customer_id": customer["id"]},
+                                      headers=auditor)).json()["items"]
+    erase = next(event for event in events if event["action"] == "erase")
+    assert erase["reason"] == "GDPR Art. 17 request 2026-114"
+    assert erase["after"]["destroyed_keys"]
+    cipher = fx_api.app.state.resources.cipher
+    sealed_values = [value for event in events for values in (event["before"], event["after"]) if values
+                     for value in values.values() if isinstance(value, str) and value.startswith("sr:")]
+    assert sealed_values
+    async with fx_api.session_factory() as session:
+        await cipher.prepare_tokens(session, sealed_values)
+    for value in sealed_values:
+        from server.domain.contacts import CONTACT
+
+        opened = cipher.open_value(CONTACT, "email", uuid.UUID(contact["id"]), value)
+        assert isinstance(opened, Unreadable)
+    async with fx_api.session_factory() as session:
+        stored = (await session.execute(text("SELECT canonical FROM audit_events WHERE subject_id = :s"),
+                                        {"s": customer["id"]})).scalars().all()
+    assert all(email.encode() not in bytes(body) for body in stored)
+    assert all(decode_event(bytes(body)) for body in stored)
+    verdict = (await fx_api.client.get("/api/v1/audit/verify", headers=auditor)).json()
+    assert verdict["ok"], verdict

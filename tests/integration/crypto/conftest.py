@@ -1,0 +1,166 @@
+"""Fixtures for the column-encryption integration tests.
+
+The key jobs scan and rewrite whole tables, so these tests run in a private database of the same backend as
+``fx_database_url`` (SQLite file or a fresh PostgreSQL database), with a private keys directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.config import Settings, load_settings
+from server.db import create_engine, create_session_factory, migrate, write_transaction
+from server.domain.contacts import CONTACT, Contact
+from server.domain.customers.fields import CUSTOMER
+from server.domain.customers.models import Customer
+from server.domain.service_records.fields import SERVICE_RECORD
+from server.domain.service_records.models import ServiceRecord
+from server.security.field_cipher import FieldCipher, ensure_keyring
+from server.security.identity import User
+
+POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres(statement: str) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(POSTGRES_ADMIN_URL)
+        try:
+            await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture(scope="session", name="fx_crypto_url")
+def fx_crypto_url(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private, migrated database on the backend of ``fx_database_url``."""
+    if fx_database_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('crypto') / 'crypto.db'}"
+        migrate(url)
+        yield url
+        return
+    name = f"strongroom_crypto_{os.getpid()}_{secrets.token_hex(4)}"
+    _postgres(f'CREATE DATABASE "{name}"')
+    host_part = POSTGRES_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+    url = f"postgresql+asyncpg://{host_part}/{name}"
+    try:
+        migrate(url)
+        yield url
+    finally:
+        _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", name="fx_crypto_settings")
+def fx_crypto_settings(fx_crypto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings over the private database, with a keyring created in a private keys directory."""
+    data_dir = tmp_path_factory.mktemp("crypto-data")
+    settings = load_settings({}, data_dir=str(data_dir), database_url=fx_crypto_url, log_level="WARNING")
+    assert ensure_keyring(settings) is True
+    return settings
+
+
+def new_cipher(settings: Settings, **options: Any) -> FieldCipher:
+    """A cipher as another process would build it (its own keyring provider and DEK cache)."""
+    return FieldCipher.from_settings(settings, environ={}, **options)
+
+
+@dataclass
+class Crm:
+    """Writes and reads CRM rows the way the services will: seal before flush, prepare before open."""
+
+    sessions: async_sessionmaker[AsyncSession]
+    settings: Settings
+    cipher: FieldCipher
+    backend: str
+    _owner: uuid.UUID | None = field(default=None)
+
+    async def owner(self) -> uuid.UUID:
+        if self._owner is None:
+            async with self.sessions() as session, write_transaction(session):
+                user = User(username=f"owner-{uuid.uuid4().hex[:10]}", display_name="Owner", password_hash="x",
+                            roles=["sales_rep"])
+                session.add(user)
+            self._owner = user.id
+        return self._owner
+
+    async def customer(self, *, cipher: FieldCipher | None = None, tax_id: str | None = "91310000MA1FL8XQ3K",
+                       ) -> Customer:
+        cipher = cipher or self.cipher
+        owner = await self.owner()
+        async with self.sessions() as session, write_transaction(session):
+            customer = Customer(name=f"Customer {uuid.uuid4().hex[:8]}", kind="company", owner_id=owner,
+                                tax_id=tax_id, tags=[])
+            await cipher.seal_fields(session, CUSTOMER, customer, customer.id, ["tax_id"])
+            session.add(customer)
+        return customer
+
+    async def contact(self, customer_id: uuid.UUID, *, cipher: FieldCipher | None = None,
+                      **values: Any) -> Contact:
+        cipher = cipher or self.cipher
+        defaults: dict[str, Any] = {
+            "name": "Zhang Wei",
+            "email": f"Zhang.Wei.{uuid.uuid4().hex[:8]}@Example.com",
+            "phone": "021 6888 1234",
+            "mobile": "138 0013 8000",
+            "address": "上海市浦东新区世纪大道 100 号",
+            "national_id": "11010519491231002x",
+        }
+        defaults.update(values)
+        async with self.sessions() as session, write_transaction(session):
+            contact = Contact(customer_id=customer_id, marketing_consent=False, **defaults)
+            await cipher.seal_fields(session, CONTACT, contact, customer_id, defaults)
+            session.add(contact)
+        return contact
+
+    async def service_record(self, customer_id: uuid.UUID, description: str) -> ServiceRecord:
+        from datetime import UTC, datetime, timedelta
+
+        now = datetime.now(UTC)
+        owner = await self.owner()
+        async with self.sessions() as session, write_transaction(session):
+            record = ServiceRecord(customer_id=customer_id, type="inquiry", priority="normal", status="open",
+                                   owner_id=owner, description=description,
+                                   resolution=None, first_response_due=now + timedelta(hours=4),
+                                   resolution_due=now + timedelta(days=2))
+            await self.cipher.seal_fields(session, SERVICE_RECORD, record, customer_id, ["description"])
+            session.add(record)
+        return record
+
+    async def contacts_of(self, customer_id: uuid.UUID) -> list[Contact]:
+        async with self.sessions() as session:
+            rows = (await session.execute(select(Contact).where(Contact.customer_id == customer_id)
+                                          .order_by(Contact.id))).scalars().all()
+        return list(rows)
+
+    async def opened(self, contact_ids: list[uuid.UUID], *, cipher: FieldCipher | None = None,
+                     names: tuple[str, ...] = ("email", "phone", "mobile", "address", "national_id"),
+                     ) -> dict[uuid.UUID, dict[str, Any]]:
+        """Load contacts by id and open their encrypted fields with ``cipher``."""
+        cipher = cipher or self.cipher
+        async with self.sessions() as session:
+            rows = list((await session.execute(select(Contact).where(Contact.id.in_(contact_ids)))).scalars())
+            await cipher.prepare(session, rows, CONTACT)
+        return {row.id: {name: cipher.open_field(CONTACT, row, name) for name in names} for row in rows}
+
+
+@pytest.fixture(scope="session", name="fx_crm")
+async def fx_crm(fx_crypto_settings: Settings, fx_crypto_url: str) -> AsyncIterator[Crm]:
+    engine = create_engine(fx_crypto_url)
+    try:
+        yield Crm(sessions=create_session_factory(engine), settings=fx_crypto_settings,
+                  cipher=new_cipher(fx_crypto_settings),
+                  backend="sqlite" if fx_crypto_url.startswith("sqlite") else "postgresql")
+    finally:
+        await engine.dispose()
