@@ -196,6 +196,12 @@ class IdentityService:
                                      roles=tuple(client.roles), scopes=requested)
         return IssuedToken(token, self._signer().ttl_seconds, " ".join(sorted(requested)))
 
+    async def record_rejected_token(self, reason: str, subject: str | None) -> None:
+        """A bearer token was refused (forged, expired, revoked, disabled subject): keep it for investigations."""
+        async with write_transaction(self.session):
+            await self._audit(AuditAction.TOKEN_REJECTED, entity="token", outcome=AuditOutcome.DENIED, reason=reason,
+                              actor=AuditActor(type=ActorType.ANONYMOUS, id=subject, name=None))
+
     async def revoke(self, token: str) -> None:
         """Revoke an access token (by its id) or a refresh token (RFC 7009: unknown tokens are not an error)."""
         async with write_transaction(self.session):

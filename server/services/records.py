@@ -13,7 +13,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic
 
-from sqlalchemy import ColumnElement, false, select
+from sqlalchemy import ColumnElement, false, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -260,8 +260,16 @@ class RecordService(Generic[ModelT]):
         )
 
     async def record_alone(self, action: AuditAction, record: ModelT | None, **details: Any) -> None:
-        """Append an event in a transaction of its own (reads and denials, which change nothing else)."""
+        """Append an event in a transaction of its own (reads and denials, which change nothing else).
+
+        On PostgreSQL a read event commits without waiting for its WAL flush (``synchronous_commit = off`` for
+        this transaction only): a crash can lose the read events of the last fraction of a second, never a
+        change or its event, and never the chain's integrity. It spares every audited read an fsync.
+        """
         async with write_transaction(self.session):
+            postgresql = self.session.get_bind().dialect.name == "postgresql"
+            if postgresql and action in {AuditAction.READ, AuditAction.EXPORT}:
+                await self.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
             await self.record(action, record, **details)
 
     async def record_denied(self, error: Forbidden, record_id: uuid.UUID | None = None) -> None:

@@ -56,6 +56,17 @@ async def test_forged_expired_and_alg_none_tokens(fx_api: Any) -> None:
                                     headers={"Authorization": f"Bearer {escalated}"})).status_code == 401
 
 
+async def test_rejected_tokens_are_audited(fx_api: Any) -> None:
+    forged = jwt.encode(_claims(), b"another-key-" * 4, algorithm="HS256")
+    assert (await fx_api.client.get("/api/v1/customers", headers={"Authorization": f"Bearer {forged}"})
+            ).status_code == 401
+    auditor = await fx_api.login(["auditor"])
+    events = (await fx_api.client.get("/api/v1/audit/events", params={"action": "token_rejected"},
+                                      headers=auditor)).json()["items"]
+    assert events and events[0]["outcome"] == "denied"
+    assert forged not in str(events)
+
+
 async def test_password_grant(fx_api: Any) -> None:
     username = await fx_api.create_user(["sales_rep"])
     response = await fx_api.client.post("/api/v1/auth/token", data={
