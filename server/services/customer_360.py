@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from server.audit.tags import AuditAction
 from server.domain.activities import Activity
 from server.domain.contacts import Contact
 from server.domain.opportunities import OPEN_STAGES, Opportunity, StageChange
@@ -71,7 +72,15 @@ class Customer360Service:
                 service_rows if service.mask.can("read") else [],
                 stage_rows if opportunities.mask.can("read") else [],
             )
-            return view
+        # The 360 view shows several records at once: the trail records which fields of which of them were seen.
+        seen = {f"{part.entity.name}.{field}" for part, rows in ((customers, [customer]), (contacts, contact_rows),
+                                                                  (opportunities, open_rows), (service, service_rows))
+                if part.mask.can("read") and rows for field in part.seen_in_clear()}
+        if seen:
+            records = [str(customer.id)] + [str(row.id) for row in (*contact_rows, *open_rows, *service_rows)]
+            await customers.record_alone(AuditAction.READ, customer, fields=sorted(seen),
+                                         after={"view": "360", "records": records})
+        return view
 
     async def _rows(self, statement: Any) -> list[Any]:
         return list((await self.session.execute(statement)).scalars().all())

@@ -66,6 +66,11 @@ async def test_changes_reads_reveals_denials_and_logins_are_recorded(fx_api: Any
     assert any(event["outcome"] == "denied" and "create" in (event["reason"] or "") for event in denied)
     failed = await _events(fx_api, fx_auditor, action="login_failed")
     assert any(event["actor_name"] == "nobody-here" and event["reason"] == "unknown user" for event in failed)
+    await fx_api.client.get(f"/api/v1/customers/{customer['id']}/360", headers=rep)
+    view_events = [e for e in await _events(fx_api, fx_auditor, customer_id=customer["id"], action="read")
+                   if (e["after"] or {}).get("view") == "360"]
+    assert view_events and "contact.phone" in view_events[0]["fields"]
+    assert contact["id"] in view_events[0]["after"]["records"]
     by_field = await _events(fx_api, fx_auditor, field="phone", customer_id=customer["id"])
     assert {event["action"] for event in by_field} >= {"create", "read", "reveal"}
 
