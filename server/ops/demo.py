@@ -14,7 +14,7 @@ from server.config import Settings
 from server.security.access import AccessControl
 from server.security.field_cipher import FieldCipher
 from server.security.identity import PasswordHasher, User
-from server.security.principal import Principal, PrincipalKind
+from server.security.principal import Principal, PrincipalKind, system_principal
 from server.services.activities import ActivityService
 from server.services.contacts import ContactService
 from server.services.customers import CustomerService
@@ -83,6 +83,8 @@ async def load_demo_data(session: AsyncSession, settings: Settings, *, customers
     access = AccessControl(async_sessionmaker(session.bind, expire_on_commit=False))
     await access.refresh_if_stale(force=True)
     cipher = FieldCipher.from_settings(settings)
+    operator = CallContext(session=session, principal=system_principal("demo"), settings=settings, access=access,
+                           cipher=cipher)
     now = datetime.now(UTC)
     counts = dict.fromkeys(("customers", "contacts", "opportunities", "service records", "activities"), 0)
     for index in range(customers):
@@ -130,11 +132,13 @@ async def load_demo_data(session: AsyncSession, settings: Settings, *, customers
             await _activity(context, rng, customer["id"], now, opportunity_id=opportunity["id"])
             counts["activities"] += 1
         if rng.random() < 0.6:
-            await ServiceRecordService(context).create({
+            # Service records belong to the support team, not to sales: the operator files them for the owner.
+            await ServiceRecordService(operator).create({
                 "customer_id": customer["id"], "contact_id": rng.choice(contact_ids),
                 "type": rng.choice(["inquiry", "complaint", "repair", "maintenance"]),
                 "priority": rng.choice(["low", "normal", "normal", "high", "urgent"]),
                 "description": "Customer reports intermittent fault on delivered unit; site visit requested.",
+                "owner_id": context.principal.id,
             })
             counts["service records"] += 1
         for _ in range(rng.randint(1, 3)):

@@ -24,7 +24,7 @@ from server.audit.trail import AuditActor, RequestInfo
 from server.config import Settings
 from server.db import write_transaction
 from server.domain.base import Base
-from server.domain.fields import Classification, EntitySpec, FieldSpec
+from server.domain.fields import Classification, EntitySpec, FieldSpec, MaskFormat
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security.access import AccessControl
@@ -236,7 +236,10 @@ class RecordService(Generic[ModelT]):
         for name in names:
             spec = self.entity.field(name)
             value = getattr(record, name, None)
-            if spec is not None and spec.classification in SENSITIVE and value is not None:
+            # Personal or sensitive, or maskable (names, free text): the trail keeps only ciphertext of these,
+            # so that erasing the subject's key leaves nothing readable about them in the audit trail either.
+            if spec is not None and (spec.classification in SENSITIVE or spec.mask is not MaskFormat.NONE) \
+                    and value is not None:
                 sealed = isinstance(value, str) and value.startswith(SEALED_PREFIX)
                 value = value if sealed else "[sensitive]"
             snapshot[name] = value

@@ -147,3 +147,34 @@ def test_readme_quickstart(fx_env: dict[str, str], fx_server: str, fx_server_log
     assert '"request_id"' in log and '"path": "/api/v1/customers"' in log
     for secret in (token, "Sales-password-2026", "Admin-password-2026", "log.probe@example.com", "Acme Industrial"):
         assert secret not in log
+
+
+def test_demo_then_erase_from_the_command_line(fx_env: dict[str, str]) -> None:
+    assert _run(fx_env, "init").returncode == 0
+    demo = _run(fx_env, "demo", "--customers", "5")
+    assert demo.returncode == 0, demo.stderr
+    assert "5 customers" in demo.stdout
+    import asyncio
+
+    from sqlalchemy import text
+
+    from server.config import load_settings
+    from server.db import create_engine
+
+    async def first_customer() -> str:
+        engine = create_engine(load_settings(fx_env).resolved_database_url)
+        try:
+            async with engine.connect() as connection:
+                value = (await connection.execute(text("SELECT id FROM customers ORDER BY created_at"))).first()[0]
+        finally:
+            await engine.dispose()
+        return str(value if "-" in str(value) else __import__("uuid").UUID(str(value)))
+
+    customer_id = asyncio.run(first_customer())
+    refused = _run(fx_env, "erase", customer_id, "--legal-basis", "GDPR Art. 17 test")
+    assert refused.returncode == 2  # no --yes: nothing happens
+    erased = _run(fx_env, "erase", customer_id, "--legal-basis", "GDPR Art. 17 test", "--yes")
+    assert erased.returncode == 0, erased.stderr
+    verified = _run(fx_env, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout
+    assert "intact" in verified.stdout
