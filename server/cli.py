@@ -10,6 +10,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from server.config import Settings, SettingsError, describe_settings, load_settings
 from server.errors import StrongroomError
 from server.ops.keys_cli import add_key_commands
@@ -312,7 +314,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             return EXIT_USAGE
         print(("intact: " if offline.ok else "BROKEN: ") + offline.detail)
         return EXIT_OK if offline.ok else EXIT_FAILED
-    key = load_or_create_audit_key(settings.resolved_keys_dir, create=False)
+    try:
+        key = load_or_create_audit_key(settings.resolved_keys_dir, create=False)
+    except (OSError, ValueError) as exc:
+        print(f"strongroom: cannot load the audit key: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.audit_command == "public-key":
         print(public_key_to_pem(key.public_key()).decode(), end="")
         return EXIT_OK
@@ -320,7 +326,8 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
     async def work(session: Any) -> int:
         if args.audit_command == "verify":
             async with session.begin():
-                report = await verify_trail(session, key.public_key(), first=args.first, last=args.last)
+                report = await verify_trail(session, key.public_key(), first=args.first, last=args.last,
+                                            sink=settings.resolved_checkpoint_sink)
             print(("intact: " if report.ok else "BROKEN: ") + report.detail)
             if not report.ok:
                 print(f"first broken sequence: {report.first_bad_seq}; problem: {report.problem}")
@@ -337,7 +344,11 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
 
     exported: list[str] = []
-    status = _run(lambda: _with_session(settings, work))
+    try:
+        status = _run(lambda: _with_session(settings, work))
+    except (OSError, SQLAlchemyError) as exc:
+        print(f"strongroom: cannot reach the database: {type(exc).__name__}", file=sys.stderr)
+        return EXIT_USAGE
     if args.audit_command == "export":
         Path(args.out).write_text("".join(line if line.endswith("\n") else line + "\n" for line in exported),
                                   encoding="utf-8")

@@ -80,8 +80,20 @@ async def _rows(session: AsyncSession, first: int, last: int | None) -> AsyncIte
         cursor = batch[-1][0] + 1
 
 
+def _newest_sink_checkpoint(sink: Path | None) -> tuple[Checkpoint, bytes] | None:
+    """The last checkpoint copied to the external sink file, if there is one."""
+    if sink is None or not sink.is_file():
+        return None
+    lines = [line for line in sink.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        return None
+    size, root, timestamp, signer, signature = lines[-1].split()
+    return Checkpoint(tree_size=int(size), root_hash=bytes.fromhex(root), timestamp=timestamp,
+                      key_id=signer), bytes.fromhex(signature)
+
+
 async def verify_trail(session: AsyncSession, public_key: Ed25519PublicKey, *, first: int = 1,
-                       last: int | None = None) -> TrailReport:
+                       last: int | None = None, sink: Path | None = None) -> TrailReport:
     """Verify the chain over ``first..last`` (default: all), then the newest checkpoint's signature and root.
 
     The chain alone cannot see a tail rewritten and re-sealed after the last checkpoint, nor a truncated tail:
@@ -104,6 +116,21 @@ async def verify_trail(session: AsyncSession, public_key: Ed25519PublicKey, *, f
         expected_seq, expected_prev = report.last_seq + 1, report.last_hash or expected_prev
         if first == 1:
             leaves.extend(leaf_hash(row[1]) for row in batch)
+    external = _newest_sink_checkpoint(sink) if first == 1 and last is None else None
+    if external is not None:
+        # The copy outside the database catches a tail deleted together with its checkpoints.
+        copy, copy_signature = external
+        if not copy.verify(copy_signature, public_key):
+            return TrailReport(False, checked, None, "altered", f"the checkpoint copy in {sink} is not validly signed",
+                               copy.tree_size)
+        if copy.tree_size > len(leaves):
+            return TrailReport(False, checked, len(leaves) + 1, "truncated",
+                               f"the external checkpoint copy covers {copy.tree_size} events but only {len(leaves)} "
+                               "remain in the database", copy.tree_size)
+        if MerkleTree(leaves[: copy.tree_size]).root() != copy.root_hash:
+            return TrailReport(False, checked, None, "altered",
+                               f"the events up to {copy.tree_size} do not match the external checkpoint copy",
+                               copy.tree_size)
     newest = (await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()).limit(1))
               ).scalar_one_or_none()
     if newest is None or first != 1:

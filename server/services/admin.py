@@ -6,7 +6,7 @@ from typing import Any
 
 from server.errors import Conflict, Forbidden
 from server.security.identity import PasswordHasher
-from server.security.policy import check_separation_of_duties
+from server.security.policy import admin_permissions, check_separation_of_duties
 from server.security.principal import PrincipalKind
 from server.services.identity import IdentityService, NewClient
 from server.services.policy_admin import ENTITIES, authorise_admin, require_admin
@@ -37,7 +37,11 @@ class AdminService:
         principal = self.context.principal
         if target is not None and target == principal.name:
             raise Forbidden("nobody may change their own roles", action="role:assign")
-        if set(roles) & ADMIN_ROLES and principal.kind is not PrincipalKind.SYSTEM:
+        # Judged by what the roles can do, not by their names: a custom role holding policy write is an
+        # administrator role too.
+        grants_admin = bool(set(roles) & ADMIN_ROLES) or bool(
+            admin_permissions(self.context.access.enforcer, tuple(roles)))
+        if grants_admin and principal.kind is not PrincipalKind.SYSTEM:
             require_admin(self.context.access, principal, "role:write")
         violations = check_separation_of_duties(self.context.access.enforcer, ENTITIES, [tuple(roles)])
         if violations:

@@ -39,7 +39,8 @@ class AuditService:
         """Verify the chain and the newest checkpoint."""
         await self._require("audit:verify")
         async with self.session.begin():
-            return await store.verify_trail(self.session, self.signing_key.public_key(), first=first, last=last)
+            return await store.verify_trail(self.session, self.signing_key.public_key(), first=first, last=last,
+                                            sink=self.context.settings.resolved_checkpoint_sink)
 
     async def checkpoint(self) -> dict[str, Any]:
         """Sign a checkpoint of the events so far."""

@@ -260,3 +260,32 @@ def _edit_update_event(export: str) -> str:
             lines[index] = json.dumps(record, separators=(",", ":")) + "\n"
             return "".join(lines)
     raise AssertionError("the export holds no update event to edit")
+
+
+async def test_truncation_with_its_checkpoints_deleted_is_caught_by_the_external_copy(fx_api: Any,
+                                                                                   tmp_path: Path) -> None:
+    rep = await fx_api.login(["sales_rep"])
+    for index in range(3):
+        await fx_api.client.post("/api/v1/customers", headers=rep, json={"name": f"S{index}", "kind": "company"})
+    key, sink = _key(fx_api), tmp_path / "checkpoints.log"
+    async with fx_api.session_factory() as session:
+        await session.begin()
+        try:
+            assert await make_checkpoint(session, key, sink) is not None
+            head = (await session.execute(text("SELECT max(seq) FROM audit_events"))).scalar_one()
+            if fx_api.backend == "postgresql":
+                for table in ("audit_events", "audit_event_fields", "audit_checkpoints"):
+                    await session.execute(text(f"ALTER TABLE {table} DISABLE TRIGGER USER"))
+            else:
+                for table in ("audit_events", "audit_event_fields", "audit_checkpoints"):
+                    for operation in ("update", "delete"):
+                        await session.execute(text(f"DROP TRIGGER {table}_no_{operation}"))
+            await session.execute(text(f"DELETE FROM audit_event_fields WHERE seq > {head - 2}"))
+            await session.execute(text(f"DELETE FROM audit_events WHERE seq > {head - 2}"))
+            await session.execute(text("DELETE FROM audit_checkpoints"))
+            without_copy = await verify_trail(session, key.public_key())
+            with_copy = await verify_trail(session, key.public_key(), sink=sink)
+        finally:
+            await session.rollback()
+    assert without_copy.ok  # the database alone cannot tell: this is why the copy exists
+    assert (with_copy.ok, with_copy.problem, with_copy.first_bad_seq) == (False, "truncated", head - 1)

@@ -223,3 +223,16 @@ async def test_admin_can_manage_units_and_handover(fx_api: Any) -> None:
     assert (await fx_api.client.get(f"/api/v1/customers/{customer['id']}", headers=heir_headers)).status_code == 200
     assert (await fx_api.client.get(f"/api/v1/customers/{customer['id']}",
                                     headers=leaver_headers)).status_code == 404
+
+
+async def test_custom_admin_role_cannot_be_granted_without_role_write(fx_api: Any) -> None:
+    secadmin = await _admin_headers(fx_api, "secadmin")
+    sysadmin = await _admin_headers(fx_api, "sysadmin")
+    role = f"policy_helper_{uuid.uuid4().hex[:6]}"
+    assert (await fx_api.client.post("/api/v1/admin/roles", headers=secadmin, json={
+        "name": role, "description": "edits policies"})).status_code == 201
+    assert (await fx_api.client.post("/api/v1/admin/policies", headers=secadmin, json={
+        "role": role, "object": "admin.policy", "action": "write"})).status_code == 201
+    minted = await fx_api.client.post("/api/v1/admin/users", headers=sysadmin, json={
+        "username": f"helper-{uuid.uuid4().hex[:6]}", "roles": [role], "password": "Helper-password-2026"})
+    assert minted.status_code == 403
