@@ -41,6 +41,14 @@ async def _with_session(settings: Settings, work: Callable[[Any], Coroutine[Any,
         await engine.dispose()
 
 
+async def _with_identity(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run ``work`` with an identity service acting as the operator on this server."""
+    from server.security.identity import PasswordHasher
+    from server.services.identity import IdentityService
+
+    return await _with_session(settings, lambda session: work(IdentityService(session, PasswordHasher())))
+
+
 async def _with_policy(settings: Settings, work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     """Run ``work`` with a policy admin service acting as the operator on this server (system principal)."""
     from server.db import create_engine, create_session_factory
@@ -139,11 +147,9 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
     """Create, disable, enable users or reset their passwords."""
-    from server.security.identity import PasswordHasher
-    from server.services.identity import IdentityService, generate_password
+    from server.services.identity import generate_password
 
-    async def work(session: Any) -> int:
-        identity = IdentityService(session, PasswordHasher())
+    async def work(identity: Any) -> int:
         if args.users_command == "create":
             password = _read_secret_from_stdin("password") if args.password_stdin else generate_password()
             await identity.create_user(args.username, roles=args.role, password=password,
@@ -170,16 +176,13 @@ def cmd_users(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"one-time password (shown only now): {password}")
         return EXIT_OK
 
-    return _run(lambda: _with_session(settings, work))
+    return _run(lambda: _with_identity(settings, work))
 
 
 def cmd_units(settings: Settings, args: argparse.Namespace) -> int:
     """Create and list org units."""
-    from server.security.identity import PasswordHasher
-    from server.services.identity import IdentityService
 
-    async def work(session: Any) -> int:
-        identity = IdentityService(session, PasswordHasher())
+    async def work(identity: Any) -> int:
         if args.units_command == "create":
             await identity.create_unit(args.name, args.parent)
             print(f"org unit {args.name!r} created")
@@ -187,16 +190,13 @@ def cmd_units(settings: Settings, args: argparse.Namespace) -> int:
             _print_rows(await identity.list_units())
         return EXIT_OK
 
-    return _run(lambda: _with_session(settings, work))
+    return _run(lambda: _with_identity(settings, work))
 
 
 def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
     """Register, list and disable API clients."""
-    from server.security.identity import PasswordHasher
-    from server.services.identity import IdentityService
 
-    async def work(session: Any) -> int:
-        identity = IdentityService(session, PasswordHasher())
+    async def work(identity: Any) -> int:
         if args.clients_command == "create":
             client = await identity.create_client(args.name, roles=args.role, scopes=args.scope)
             print(f"client_id: {client.client_id}")
@@ -208,7 +208,7 @@ def cmd_clients(settings: Settings, args: argparse.Namespace) -> int:
             _print_rows(await identity.list_clients())
         return EXIT_OK
 
-    return _run(lambda: _with_session(settings, work))
+    return _run(lambda: _with_identity(settings, work))
 
 
 def cmd_roles(settings: Settings, args: argparse.Namespace) -> int:

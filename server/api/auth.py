@@ -10,7 +10,7 @@ from litestar.connection import ASGIConnection
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 from litestar.params import URLEncodedBody
 
-from server.audit.trail import RequestInfo
+from server.api.dependencies import request_info
 from server.errors import MalformedRequest, NotAuthenticated
 from server.services.identity import IdentityService
 
@@ -35,17 +35,11 @@ class BearerAuthenticationMiddleware(AbstractAuthenticationMiddleware):
         except NotAuthenticated as error:
             # A presented but refused token is worth an audit event; a missing header is not (it is just noise).
             async with resources.session_factory() as session:
-                identity = IdentityService(session, resources.hasher, request=_request_info(connection))
+                identity = IdentityService(session, resources.hasher, request=request_info(connection))
                 await identity.record_rejected_token(str(error.extensions.get("reason", "invalid")),
                                                      str(claims.subject) if claims else None)
             raise
         return AuthenticationResult(user=principal, auth=claims)
-
-
-def _request_info(connection: ASGIConnection[Any, Any, Any, Any]) -> RequestInfo:
-    return RequestInfo(request_id=connection.scope.get("state", {}).get("request_id"),
-                       client_address=connection.client.host if connection.client else None,
-                       user_agent=(connection.headers.get("user-agent") or "")[:256] or None)
 
 
 class TokenRequest(msgspec.Struct, kw_only=True):

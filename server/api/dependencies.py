@@ -6,6 +6,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 from litestar import Request
+from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,8 +28,8 @@ def provide_call_context(request: Request[Principal, Any, Any], session: NamedDe
                        cipher=resources.cipher, request=request_info(request))
 
 
-def request_info(request: Request[Any, Any, Any]) -> RequestInfo:
+def request_info(connection: ASGIConnection[Any, Any, Any, Any]) -> RequestInfo:
     """Request id, client address and user agent for the audit trail."""
-    return RequestInfo(request_id=request.scope.get("state", {}).get("request_id"),
-                       client_address=request.client.host if request.client else None,
-                       user_agent=(request.headers.get("user-agent") or "")[:256] or None)
+    return RequestInfo(request_id=connection.scope.get("state", {}).get("request_id"),
+                       client_address=connection.client.host if connection.client else None,
+                       user_agent=(connection.headers.get("user-agent") or "")[:256] or None)

@@ -432,15 +432,17 @@ class RecordService(Generic[ModelT]):
             await self.prepare([record])
             before = self.audit_snapshot(record, self.entity.field_names)
             subject = self.data_subject(record)
-            clear_before = {name: self.plain(record, name) for name in self.encrypted}
             await mutate(record)
             if self.data_subject(record) != subject:
-                # Moved to another data subject: values the PATCH left alone are put back in clear, so that all
-                # are sealed under the new subject's key (erasing either customer must affect the right data).
-                for name, value in clear_before.items():
+                # Moved to another data subject: values the PATCH left alone (still sealed under the old key, which
+                # ``prepare`` loaded) are put back in clear, so that all are sealed under the new subject's key
+                # (erasing either customer must affect the right data).
+                for name in self.encrypted:
                     current = getattr(record, name)
-                    if isinstance(value, str) and isinstance(current, str) and self.cipher.is_sealed(current):
-                        setattr(record, name, value)
+                    if isinstance(current, str) and self.cipher.is_sealed(current):
+                        value = self.plain(record, name)
+                        if isinstance(value, str):
+                            setattr(record, name, value)
             await self.seal(record, self.encrypted)
             await self._flush()
             after = self.audit_snapshot(record, self.entity.field_names)
