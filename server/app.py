@@ -33,6 +33,8 @@ from server.api.middleware import request_id_middleware, stamp_response
 from server.api.opportunities import OpportunityController, OpportunityReopenController
 from server.api.problems import EXCEPTION_HANDLERS
 from server.api.service_records import ServiceRecordController
+from server.audit.group_commit import GroupCommitWriter
+from server.audit.sealer import seal_continuously
 from server.audit.store import load_or_create_audit_key
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
@@ -57,6 +59,7 @@ class Resources:
     access: AccessControl
     audit_key: Ed25519PrivateKey
     cipher: FieldCipher
+    events: GroupCommitWriter
 
 
 def _openapi() -> OpenAPIConfig:
@@ -106,12 +109,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
             access=AccessControl(session_factory),
             audit_key=audit_key,
             cipher=cipher,
+            events=GroupCommitWriter(session_factory),
         )
-        checkpoints = asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings))
+        app.state.resources.events.start()
+        background = [asyncio.create_task(seal_continuously(session_factory)),
+                      asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings))]
         try:
             yield
         finally:
-            checkpoints.cancel()
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await app.state.resources.events.stop()
             await engine.dispose()
 
     return Litestar(

@@ -324,6 +324,9 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_OK
 
     async def work(session: Any) -> int:
+        from server.audit.sealer import seal_pending
+
+        await seal_pending(session)  # events committed by the server but not yet chained belong in the answer
         if args.audit_command == "verify":
             async with session.begin():
                 report = await verify_trail(session, key.public_key(), first=args.first, last=args.last,

@@ -118,6 +118,13 @@ class Api:
         token = await self.token_for(await self.create_user(roles or ["sales_rep"], **user))
         return {"Authorization": f"Bearer {token}"}
 
+    async def seal(self) -> None:
+        """Chain every committed audit event now (the server's sealer would within milliseconds)."""
+        from server.audit.sealer import seal_pending
+
+        async with self.session_factory() as session:
+            await seal_pending(session)
+
     async def user_id(self, username: str) -> uuid.UUID:
         from sqlalchemy import select
 

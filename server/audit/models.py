@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base
 from server.domain.types import UtcDateTime
 
-AUDIT_TABLES = ("audit_events", "audit_event_fields", "audit_checkpoints")
+AUDIT_TABLES = ("audit_events", "audit_event_fields", "audit_event_subjects", "audit_checkpoints")
+PENDING_TABLE = "audit_pending"
 
 
 class AuditEventRecord(Base):
@@ -28,9 +29,13 @@ class AuditEventRecord(Base):
         Index("ix_audit_events_subject_id_seq", "subject_id", "seq"),
         Index("ix_audit_events_outcome_seq", "outcome", "seq"),
         Index("ix_audit_events_ts", "ts"),
+        Index("uq_audit_events_pending_id", "pending_id", unique=True),
     )
 
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # The pending row this event was sealed from (None for events sealed directly): the database lets a
+    # pending row be deleted only once its sealed event exists.
+    pending_id: Mapped[int | None] = mapped_column(BigInteger)
     ts: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
     actor_id: Mapped[str | None] = mapped_column(String(64))
     action: Mapped[str] = mapped_column(String(32), nullable=False)
@@ -53,6 +58,19 @@ class AuditEventField(Base):
     field: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
+class AuditEventSubject(Base):
+    """The data subjects (customers) of an event that concerns several (a list, an export, a 360 view).
+
+    With ``audit_events.subject_id`` (one subject) it answers "everything seen of customer X" in one query.
+    """
+
+    __tablename__ = "audit_event_subjects"
+    __table_args__ = (Index("ix_audit_event_subjects_subject_id_seq", "subject_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_events.seq"), primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 class AuditCheckpoint(Base):
     """A signed statement of the Merkle root over the first ``tree_size`` events."""
 
@@ -64,3 +82,31 @@ class AuditCheckpoint(Base):
     signature: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
     key_id: Mapped[str] = mapped_column(String(64), nullable=False)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+
+
+class AuditPending(Base):
+    """An event written in the transaction of the act it describes, waiting for the sealer.
+
+    ``canonical`` is the event's canonical encoding with a placeholder sequence number; the sealer
+    (:mod:`server.audit.sealer`) gives it the next position in commit order, seals it into ``audit_events``
+    and deletes this row, in one transaction. The query columns travel with it so the sealer never parses
+    JSON. The database refuses UPDATE here, and DELETE of a row whose sealed event does not exist yet.
+    """
+
+    __tablename__ = PENDING_TABLE
+    # Ids must never be reused (the sealed event names its pending id): SQLite reuses a deleted row's
+    # rowid unless the table is AUTOINCREMENT. PostgreSQL's sequence never goes back.
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32), nullable=False)
+    entity: Mapped[str | None] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16), nullable=False)
+    fields: Mapped[str] = mapped_column(Text, nullable=False)  # touched field names, space-separated
+    subjects: Mapped[str] = mapped_column(Text, nullable=False)  # further subject ids, space-separated
+    canonical: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

@@ -1,35 +1,51 @@
-"""Recording audit events: one call, in the caller's transaction, chained to the previous event.
+"""Recording audit events: one call, in the caller's transaction; the sealer chains them afterwards.
 
-The chain head is read and extended under a lock that lasts until the caller's transaction ends, so the
-event and the change it describes commit together, in chain order, with no fork and no gap:
-
-- PostgreSQL: ``pg_advisory_xact_lock`` (transaction-scoped, never the session-level variant, so it cannot
-  leak past a transaction). Services call ``record`` last in their transaction, so the lock is held only
-  for the audit insert and the commit. Sequence numbers are assigned here, not by a database sequence,
-  because sequence values commit out of order and a reader trusting "id > last seen" would skip rows.
-- SQLite: the caller's transaction already holds the database write lock (``BEGIN IMMEDIATE``).
+``record`` writes the event to ``audit_pending`` in the caller's transaction, so the event commits if and
+only if the change it describes commits, and no lock is taken: concurrent transactions do not wait for one
+another. The sealer (:mod:`server.audit.sealer`) then gives pending events their sequence numbers and
+hashes in the order it finds them committed (the Trillian Tessera pattern). A sequence number is never taken
+at insert time, because insert order is not commit order and a reader trusting "seq > last seen" would skip
+rows.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
-from sqlalchemy import select, text
+from sqlalchemy import event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit.canonical import encode_event, format_timestamp
-from server.audit.chain import GENESIS_HASH, seal_event
-from server.audit.models import AuditEventField, AuditEventRecord
+from server.audit.models import AuditPending
 from server.audit.tags import ActorType, AuditAction, AuditOutcome
 from server.domain.base import utc_now
 
-# An arbitrary, fixed 64-bit key naming "the audit chain head" among advisory locks.
-CHAIN_LOCK_KEY = 0x5354524F4E47  # "STRONG"
+_commit_listeners: list[Callable[[], None]] = []
+
+
+def on_event_committed(listener: Callable[[], None]) -> None:
+    """Call ``listener`` after every commit that wrote an event in this process (the sealer wakes on it)."""
+    _commit_listeners.append(listener)
+
+
+def off_event_committed(listener: Callable[[], None]) -> None:
+    """Stop calling ``listener``."""
+    _commit_listeners.remove(listener)
+
+
+def _committed(_session: Any) -> None:
+    for listener in _commit_listeners:
+        listener()
+
+
+# The sequence number written into a pending event's canonical bytes until the sealer puts the real one in
+# its place (:func:`server.audit.sealer.with_seq`).
+PLACEHOLDER_SEQ = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,36 +84,32 @@ def audit_value(value: Any) -> Any:
     return str(value)
 
 
-async def record(
-    session: AsyncSession,
+def pending_event(
     *,
     action: AuditAction,
     actor: AuditActor,
     entity: str | None = None,
     entity_id: str | uuid.UUID | None = None,
     subject_id: str | uuid.UUID | None = None,
+    subjects: Iterable[str | uuid.UUID] = (),
     fields: Iterable[str] = (),
     before: Mapping[str, Any] | None = None,
     after: Mapping[str, Any] | None = None,
     outcome: AuditOutcome = AuditOutcome.OK,
     reason: str | None = None,
     request: RequestInfo | None = None,
-) -> int:
-    """Append one event in ``session``'s current transaction and return its sequence number.
+) -> dict[str, Any]:
+    """One event as an ``audit_pending`` row, timestamped now and canonically encoded (so validated).
 
-    Call it last in the transaction: on PostgreSQL it holds the chain lock until commit.
+    ``subject_id`` is the data subject (customer) the event is about; ``subjects`` names further ones for an
+    event about several (a list or an export).
     """
-    if session.get_bind().dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
-    head = (await session.execute(
-        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
-    )).first()
-    seq, prev_hash = (head[0] + 1, bytes(head[1])) if head else (1, GENESIS_HASH)
     moment = utc_now()
     touched = sorted(set(fields))
     request = request or RequestInfo()
+    entity_key = str(entity_id) if entity_id is not None else None
     canonical = encode_event({
-        "seq": seq,
+        "seq": PLACEHOLDER_SEQ,
         "ts": format_timestamp(moment),
         "actor_type": actor.type.value,
         "actor_id": actor.id,
@@ -105,7 +117,7 @@ async def record(
         "actor_roles": list(actor.roles),
         "action": action.value,
         "entity": entity,
-        "entity_id": str(entity_id) if entity_id is not None else None,
+        "entity_id": entity_key,
         "fields": touched,
         "before": audit_value(before) if before is not None else None,
         "after": audit_value(after) if after is not None else None,
@@ -115,14 +127,41 @@ async def record(
         "user_agent": request.user_agent,
         "reason": reason,
     })
-    session.add(AuditEventRecord(
-        seq=seq, ts=moment, actor_id=actor.id, action=action.value, entity=entity,
-        entity_id=str(entity_id) if entity_id is not None else None,
-        subject_id=str(subject_id) if subject_id is not None else None, outcome=outcome.value,
-        canonical=canonical, prev_hash=prev_hash, hash=seal_event(prev_hash, seq, canonical),
-    ))
-    await session.flush()
-    if touched:
-        session.add_all([AuditEventField(seq=seq, field=name) for name in touched])
-        await session.flush()
-    return seq
+    return {"ts": moment, "actor_id": actor.id, "action": action.value, "entity": entity, "entity_id": entity_key,
+            "subject_id": str(subject_id) if subject_id is not None else None, "outcome": outcome.value,
+            "fields": " ".join(touched),
+            "subjects": " ".join(sorted({str(item) for item in subjects} - {str(subject_id)})),
+            "canonical": canonical}
+
+
+async def write_pending(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Insert pending events in ``session``'s current transaction; the sealer is woken when it commits."""
+    if not event.contains(session.sync_session, "after_commit", _committed):
+        event.listen(session.sync_session, "after_commit", _committed)
+    await session.execute(insert(AuditPending), rows)
+
+
+class EventDetails(TypedDict, total=False):
+    """The keyword arguments of :func:`pending_event`, for functions that pass them on."""
+
+    action: Required[AuditAction]
+    actor: Required[AuditActor]
+    entity: str | None
+    entity_id: str | uuid.UUID | None
+    subject_id: str | uuid.UUID | None
+    subjects: Iterable[str | uuid.UUID]
+    fields: Iterable[str]
+    before: Mapping[str, Any] | None
+    after: Mapping[str, Any] | None
+    outcome: AuditOutcome
+    reason: str | None
+    request: RequestInfo | None
+
+
+async def record(session: AsyncSession, **details: Unpack[EventDetails]) -> None:
+    """Write one event (:func:`pending_event`'s arguments) in ``session``'s current transaction.
+
+    The event commits if and only if the caller's transaction commits; the sealer chains it afterwards. A
+    value the canonical form refuses fails the caller's transaction, not the sealer.
+    """
+    await write_pending(session, [pending_event(**details)])

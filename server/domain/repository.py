@@ -77,6 +77,12 @@ class Repository(Generic[ModelT]):
         rows = (await self.session.execute(statement.limit(limit + 1))).scalars().all()
         return rows[:limit], len(rows) > limit
 
+    async def customer_id_of(self, record_id: uuid.UUID) -> uuid.UUID | None:
+        """The customer a record belongs to (a customer's own id), ignoring any scope; None if there is none."""
+        column = getattr(self.model, "customer_id", None) or self.column("id")
+        found = (await self.session.execute(select(column).where(self.column("id") == record_id))).scalar_one_or_none()
+        return found if isinstance(found, uuid.UUID) else None
+
     async def count(self, *criteria: ColumnElement[bool]) -> int:
         """How many records match ``criteria``."""
         statement = select(func.count()).select_from(self.model).where(*criteria)

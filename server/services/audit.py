@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from server.audit import store, trail
 from server.audit.checkpoint import public_key_to_pem
+from server.audit.sealer import seal_pending
 from server.audit.tags import AuditAction
 from server.db import write_transaction
 from server.services.policy_admin import authorise_admin
@@ -25,8 +26,10 @@ class AuditService:
         self.signing_key = signing_key
 
     async def _require(self, permission: str) -> None:
+        """Authorise, then seal every committed event, so the answer covers everything done before the call."""
         await authorise_admin(self.session, self.context.access, self.context.principal, permission,
                               self.context.request)
+        await seal_pending(self.session)
 
     async def events(self, query: store.EventQuery) -> dict[str, Any]:
         """Events matching the filters, newest first, with the cursor of the next page."""
@@ -60,6 +63,7 @@ class AuditService:
             await trail.record(self.session, action=AuditAction.EXPORT, actor=self.context.actor, entity="audit",
                                after={key: str(value) for key, value in asdict(query).items() if value is not None},
                                request=self.context.request)
+        await seal_pending(self.session)
         async with write_transaction(self.session):
             return iter(list(await store.export_events(self.session, query, self.signing_key,
                                                        self.context.settings.resolved_checkpoint_sink)))

@@ -13,12 +13,13 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic
 
-from sqlalchemy import ColumnElement, false, select, text
+from sqlalchemy import ColumnElement, false, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.audit import trail
+from server.audit.group_commit import GroupCommitWriter
 from server.audit.tags import ActorType, AuditAction, AuditOutcome
 from server.audit.trail import AuditActor, RequestInfo
 from server.config import Settings
@@ -47,6 +48,8 @@ class CallContext:
     access: AccessControl
     cipher: FieldCipher
     request: RequestInfo = field(default_factory=RequestInfo)
+    # The server's group-commit writer for read events; None (command-line jobs) gives each its own transaction.
+    events: GroupCommitWriter | None = None
 
     @property
     def actor(self) -> AuditActor:
@@ -230,6 +233,10 @@ class RecordService(Generic[ModelT]):
         """The data subject (customer) a record belongs to: the audit trail is queried by it."""
         return getattr(record, "customer_id", None) or getattr(record, "id", None)
 
+    def subjects_of(self, records: Iterable[ModelT]) -> list[str]:
+        """The distinct data subjects of several records, for an event about all of them."""
+        return sorted({str(subject) for subject in map(self.subject_of, records) if subject is not None})
+
     def audit_snapshot(self, record: ModelT, names: Iterable[str]) -> dict[str, Any]:
         """Field values for the trail. Personal and sensitive values appear only as their ciphertext."""
         snapshot: dict[str, Any] = {}
@@ -263,25 +270,30 @@ class RecordService(Generic[ModelT]):
         )
 
     async def record_alone(self, action: AuditAction, record: ModelT | None, **details: Any) -> None:
-        """Append an event in a transaction of its own (reads and denials, which change nothing else).
+        """Record an event about an act that changed nothing (a read, a reveal, an export) before answering.
 
-        On PostgreSQL a read event commits without waiting for its WAL flush (``synchronous_commit = off`` for
-        this transaction only): a crash can lose the read events of the last fraction of a second, never a
-        change or its event, and never the chain's integrity. It spares every audited read an fsync.
+        In the server the event joins other requests' in one transaction (group commit); elsewhere it gets a
+        transaction of its own. Either way the caller answers only once the event is committed.
         """
+        row = trail.pending_event(
+            action=action, actor=self.context.actor, entity=self.entity.name, entity_id=getattr(record, "id", None),
+            subject_id=self.subject_of(record) if record is not None else None, request=self.context.request,
+            **details,
+        )
+        if self.context.events is not None:
+            await self.context.events.write(row)
+            return
         async with write_transaction(self.session):
-            postgresql = self.session.get_bind().dialect.name == "postgresql"
-            if postgresql and action in {AuditAction.READ, AuditAction.EXPORT}:
-                await self.session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            await self.record(action, record, **details)
+            await trail.write_pending(self.session, [row])
 
     async def record_denied(self, error: Forbidden, record_id: uuid.UUID | None = None) -> None:
-        """The trail keeps every refusal, with what was asked for."""
+        """The trail keeps every refusal, with what was asked for (and whose record it was, if it exists)."""
         async with write_transaction(self.session):
+            subject = await self.repository.customer_id_of(record_id) if record_id is not None else None
             await trail.record(
                 self.session, action=AuditAction.DENIED, actor=self.context.actor, entity=self.entity.name,
-                entity_id=record_id, fields=error.extensions.get("fields", []), outcome=AuditOutcome.DENIED,
-                reason=error.detail, request=self.context.request,
+                entity_id=record_id, subject_id=subject, fields=error.extensions.get("fields", []),
+                outcome=AuditOutcome.DENIED, reason=error.detail, request=self.context.request,
             )
 
     # -- use cases ---------------------------------------------------------------------------------------------
@@ -345,7 +357,8 @@ class RecordService(Generic[ModelT]):
         seen = self.seen_in_clear()
         if seen and items:
             await self.record_alone(AuditAction.READ, None, fields=seen,
-                                    after={"records": [item["id"] for item in items]})
+                                    after={"records": [item["id"] for item in items]},
+                                    subjects=self.subjects_of(rows))
         next_cursor = None
         if more and rows:
             last = rows[-1]
@@ -363,6 +376,7 @@ class RecordService(Generic[ModelT]):
         criteria, to_confirm = self.blind_criteria(filters)
         sort = SortOrder("created_at")
         exported: list[dict[str, Any]] = []
+        subjects: set[str] = set()
         after: Keyset | None = None
         async with self.session.begin():
             scope = await self.scope()
@@ -370,12 +384,14 @@ class RecordService(Generic[ModelT]):
                 rows, more = await self.repository.list_page(*scope, *criteria, sort=sort, after=after,
                                                              limit=min(500, max_rows - len(exported)))
                 await self.prepare(rows)
-                exported += [self.project(row) for row in rows if self.confirmed(row, to_confirm)]
+                shown = [row for row in rows if self.confirmed(row, to_confirm)]
+                exported += [self.project(row) for row in shown]
+                subjects.update(self.subjects_of(shown))
                 if not more or not rows:
                     break
                 after = Keyset(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]
         await self.record_alone(AuditAction.EXPORT, None, fields=self.seen_in_clear(),
-                                after={"records": len(exported), "filters": filters})
+                                after={"records": len(exported), "filters": filters}, subjects=sorted(subjects))
         return exported
 
     async def create(self, values: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:

@@ -124,6 +124,7 @@ async def test_erasure_shreds_tables_and_audit_values_and_the_chain_still_verifi
 
         opened = cipher.open_value(CONTACT, "email", uuid.UUID(contact["id"]), value)
         assert isinstance(opened, Unreadable)
+    await fx_api.seal()
     async with fx_api.session_factory() as session:
         stored = (await session.execute(text("SELECT canonical FROM audit_events WHERE subject_id = :s"),
                                         {"s": customer["id"]})).scalars().all()

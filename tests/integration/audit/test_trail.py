@@ -82,6 +82,7 @@ async def test_personal_values_never_reach_the_trail_in_clear(fx_api: Any) -> No
     await fx_api.client.post("/api/v1/contacts", headers=rep, json={
         "customer_id": customer["id"], "name": "Qian Mo", "email": "qian.mo.private@example.com",
         "national_id": "110101199003079999", "phone": "13700001111"})
+    await fx_api.seal()
     async with fx_api.session_factory() as session:
         stored = b"".join(bytes(row[0]) for row in (await session.execute(
             text("SELECT canonical FROM audit_events WHERE subject_id = :s"), {"s": customer["id"]})).all())
@@ -128,6 +129,7 @@ async def test_runtime_role_has_insert_and_select_only(fx_api: Any) -> None:
 async def _tampered(fx_api: Any, statements: list[str], checkpoint_first: bool = False) -> Any:
     """Run ``statements`` with the append-only triggers off (as a superuser could), verify, then roll back."""
     key = _key(fx_api)
+    await fx_api.seal()  # every event chained, so the server's sealer writes nothing while the test tampers
     async with fx_api.session_factory() as session:
         await session.begin()
         try:
@@ -268,6 +270,7 @@ async def test_truncation_with_its_checkpoints_deleted_is_caught_by_the_external
     for index in range(3):
         await fx_api.client.post("/api/v1/customers", headers=rep, json={"name": f"S{index}", "kind": "company"})
     key, sink = _key(fx_api), tmp_path / "checkpoints.log"
+    await fx_api.seal()  # every event chained, so the server's sealer writes nothing while the test tampers
     async with fx_api.session_factory() as session:
         await session.begin()
         try:

@@ -1,0 +1,125 @@
+"""The sealer: gives pending audit events their place in the chain, in the order they committed.
+
+Business transactions write events to ``audit_pending`` (:func:`server.audit.trail.record`). A seal pass, in
+one transaction of its own, takes the pending rows it can see (committed ones only), appends them to
+``audit_events`` after the chain head with consecutive sequence numbers and their hashes, and deletes them
+from ``audit_pending``. So:
+
+- a committed change always has its event (pending until sealed, then in the chain); an uncommitted one
+  never has;
+- the chain has no fork and no gap: seal passes are serialised (``pg_advisory_xact_lock``, transaction-scoped,
+  on PostgreSQL; the write lock of ``BEGIN IMMEDIATE`` on SQLite) and only sealers take that lock, so
+  business transactions never wait for the chain head;
+- a crash between commit and seal loses nothing: the next pass (after restart) seals what is pending.
+
+Every server process runs :func:`seal_continuously`; readers that must see every committed event (compliance
+queries, verification, exports, checkpoints, backups) call :func:`seal_pending` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+import structlog
+from sqlalchemy import delete, insert, select, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from server.audit.chain import GENESIS_HASH, seal_event
+from server.audit.models import AuditEventField, AuditEventRecord, AuditEventSubject, AuditPending
+from server.audit.trail import PLACEHOLDER_SEQ, off_event_committed, on_event_committed
+from server.db import write_transaction
+
+log = structlog.get_logger(__name__)
+
+# An arbitrary, fixed 64-bit key naming "the audit chain head" among advisory locks.
+CHAIN_LOCK_KEY: Final = 0x5354524F4E47  # "STRONG"
+BATCH: Final = 2_000
+# This process's commits wake the sealer at once; other processes' (a second server, a command-line job) are
+# found by this fallback poll, and by any seal pass that runs anyway.
+POLL_SECONDS: Final = 1.0
+
+# In canonical bytes the keys are sorted, so the top-level "seq" follows "request_id" (always present) and
+# precedes "ts". Inside a JSON string every '"' is escaped, so ',"seq":' can only be a key; "before" and
+# "after" (objects that may hold a key named seq) come earlier, so the last occurrence is the event's own.
+_PLACEHOLDER: Final = f',"seq":{PLACEHOLDER_SEQ},"ts":"'.encode()
+
+
+def with_seq(canonical: bytes, seq: int) -> bytes:
+    """The pending event's canonical bytes with its real sequence number in place of the placeholder."""
+    at = canonical.rindex(_PLACEHOLDER)
+    return b"".join((canonical[:at], b',"seq":', str(seq).encode(), b',"ts":"',
+                     canonical[at + len(_PLACEHOLDER):]))
+
+
+async def _seal_batch(session: AsyncSession) -> int:
+    """Seal up to :data:`BATCH` pending events in the current transaction; return how many."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    pending = (await session.execute(
+        select(AuditPending.id, AuditPending.ts, AuditPending.actor_id, AuditPending.action, AuditPending.entity,
+               AuditPending.entity_id, AuditPending.subject_id, AuditPending.outcome, AuditPending.fields,
+               AuditPending.subjects, AuditPending.canonical)
+        .order_by(AuditPending.id).limit(BATCH)
+    )).all()
+    if not pending:
+        return 0
+    head = (await session.execute(
+        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
+    )).first()
+    seq, prev_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
+    events: list[dict[str, object]] = []
+    touched: list[dict[str, object]] = []
+    concerned: list[dict[str, object]] = []
+    for pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome, fields, subjects, body in pending:
+        seq += 1
+        canonical = with_seq(bytes(body), seq)
+        digest = seal_event(prev_hash, seq, canonical)
+        events.append({"seq": seq, "pending_id": pending_id, "ts": ts, "actor_id": actor_id, "action": action,
+                       "entity": entity, "entity_id": entity_id, "subject_id": subject_id, "outcome": outcome,
+                       "canonical": canonical, "prev_hash": prev_hash, "hash": digest})
+        touched.extend({"seq": seq, "field": name} for name in fields.split())
+        concerned.extend({"seq": seq, "subject_id": subject} for subject in subjects.split())
+        prev_hash = digest
+    await session.execute(insert(AuditEventRecord), events)
+    if touched:
+        await session.execute(insert(AuditEventField), touched)
+    if concerned:
+        await session.execute(insert(AuditEventSubject), concerned)
+    await session.execute(delete(AuditPending).where(AuditPending.id.in_([row[0] for row in pending])))
+    return len(pending)
+
+
+async def seal_pending(session: AsyncSession) -> int:
+    """Seal every pending event committed before the call; return how many. Call outside a transaction."""
+    total = 0
+    while True:
+        # A look without the write lock first: on SQLite an idle server must not take it every pass.
+        async with session.begin():
+            if (await session.execute(select(AuditPending.id).limit(1))).first() is None:
+                return total
+        async with write_transaction(session):
+            sealed = await _seal_batch(session)
+        total += sealed
+        if sealed < BATCH:
+            return total
+
+
+async def seal_continuously(session_factory: async_sessionmaker[AsyncSession], *,
+                            poll_seconds: float = POLL_SECONDS) -> None:
+    """Seal pending events for as long as the server runs; an error is logged and the next pass retries."""
+    wakeup = asyncio.Event()
+    on_event_committed(wakeup.set)
+    try:
+        while True:
+            wakeup.clear()
+            try:
+                async with session_factory() as session:
+                    await seal_pending(session)
+            except Exception as error:  # noqa: BLE001 - the loop must outlive a failed pass; nothing is lost
+                log.warning("audit_seal_failed", error_type=type(error).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wakeup.wait(), timeout=poll_seconds)
+    finally:
+        off_event_committed(wakeup.set)

@@ -1,0 +1,168 @@
+"""The sealer from the attacker's side and under concurrency, on SQLite and PostgreSQL.
+
+Events are written pending in the business transaction and chained by the sealer in commit order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from server.audit import trail
+from server.audit.canonical import decode_event
+from server.audit.models import AuditEventRecord, AuditEventSubject, AuditPending
+from server.audit.sealer import seal_pending, with_seq
+from server.audit.store import load_or_create_audit_key, verify_trail
+from server.audit.tags import ActorType, AuditAction
+from server.db import write_transaction
+
+ACTOR = trail.AuditActor(ActorType.SYSTEM, "test", "sealer test")
+
+
+async def _record(fx_api: Any, **details: Any) -> None:
+    async with fx_api.session_factory() as session, write_transaction(session):
+        await trail.record(session, action=AuditAction.UPDATE, actor=ACTOR, entity="customer", **details)
+
+
+async def _pending_count(fx_api: Any) -> int:
+    async with fx_api.session_factory() as session:
+        return int((await session.execute(select(func.count()).select_from(AuditPending))).scalar_one())
+
+
+async def _verify(fx_api: Any) -> Any:
+    key = load_or_create_audit_key(fx_api.app.state.resources.settings.resolved_keys_dir, create=False)
+    async with fx_api.session_factory() as session, session.begin():
+        return await verify_trail(session, key.public_key())
+
+
+def test_the_sequence_number_lands_in_the_events_own_key() -> None:
+    # "before" may hold keys named seq and ts (a record with such fields): only the top-level one changes.
+    from server.audit.canonical import encode_event
+
+    event = {"seq": trail.PLACEHOLDER_SEQ, "ts": "2026-11-23T10:00:00.000000Z", "actor_type": "system",
+             "actor_id": None, "actor_name": None, "actor_roles": [], "action": "update", "entity": "x",
+             "entity_id": None, "fields": ["seq"], "before": {"seq": 1, "ts": "x"}, "after": {"seq": 1, "ts": "y"},
+             "outcome": "ok", "request_id": ',"seq":1,"ts":"', "client_address": None, "user_agent": None,
+             "reason": None}
+    sealed = decode_event(with_seq(encode_event(event), 4711))
+    assert sealed["seq"] == 4711
+    assert (sealed["before"], sealed["after"], sealed["request_id"]) == (event["before"], event["after"],
+                                                                         event["request_id"])
+
+
+async def test_an_event_is_pending_until_sealed_then_chained_with_its_subjects(fx_api: Any) -> None:
+    subject, others = str(uuid.uuid4()), [str(uuid.uuid4()), str(uuid.uuid4())]
+    await _record(fx_api, entity_id=subject, subject_id=subject, subjects=[subject, *others], fields=["tier"])
+    assert await _pending_count(fx_api) >= 1
+    await fx_api.seal()
+    assert await _pending_count(fx_api) == 0
+    async with fx_api.session_factory() as session:
+        event = (await session.execute(select(AuditEventRecord).where(AuditEventRecord.entity_id == subject))
+                 ).scalar_one()
+        named = (await session.execute(select(AuditEventSubject.subject_id)
+                                       .where(AuditEventSubject.seq == event.seq))).scalars().all()
+    assert decode_event(bytes(event.canonical))["seq"] == event.seq
+    assert event.pending_id is not None
+    assert sorted(named) == sorted(others)  # the main subject is in subject_id, not repeated
+    assert (await _verify(fx_api)).ok
+
+
+async def test_the_database_refuses_to_alter_or_drop_a_pending_event(fx_api: Any) -> None:
+    # In the transaction that wrote it, so no sealer can have taken the event yet.
+    for statement in ("UPDATE audit_pending SET action = 'read'", "DELETE FROM audit_pending"):
+        async with fx_api.session_factory() as session:
+            with pytest.raises(DBAPIError, match="append-only|only by the sealer"):
+                async with write_transaction(session):
+                    await trail.record(session, action=AuditAction.UPDATE, actor=ACTOR, entity="customer")
+                    await session.execute(text(statement))
+
+
+async def test_sixteen_writers_and_two_sealers_make_one_chain(fx_api: Any) -> None:
+    """Writers commit in any order while two sealers (two server processes) race: no fork, no gap, no loss."""
+    await fx_api.seal()
+    async with fx_api.session_factory() as session:
+        before = int((await session.execute(select(func.coalesce(func.max(AuditEventRecord.seq), 0)))).scalar_one())
+    marker = uuid.uuid4().hex
+    writes_per_writer = 25
+    stop = asyncio.Event()
+
+    async def writer(index: int) -> None:
+        for round_ in range(writes_per_writer):
+            await _record(fx_api, entity_id=f"{marker}-{index}-{round_}")
+
+    async def sealer() -> None:
+        while not stop.is_set():
+            async with fx_api.session_factory() as session:
+                await seal_pending(session)
+            await asyncio.sleep(0)
+
+    sealers = [asyncio.create_task(sealer()) for _ in range(2)]
+    await asyncio.gather(*(writer(index) for index in range(16)))
+    stop.set()
+    await asyncio.gather(*sealers)
+    await fx_api.seal()
+    async with fx_api.session_factory() as session:
+        count, lowest, highest = (await session.execute(
+            select(func.count(), func.min(AuditEventRecord.seq), func.max(AuditEventRecord.seq))
+            .where(AuditEventRecord.seq > before))).one()
+        ours = (await session.execute(select(AuditEventRecord.entity_id)
+                                      .where(AuditEventRecord.entity_id.like(f"{marker}-%")))).scalars().all()
+    assert len(ours) == len(set(ours)) == 16 * writes_per_writer  # each once: none lost, none doubled
+    assert (lowest, highest - lowest + 1) == (before + 1, count)  # consecutive: no gap, no duplicate
+    assert (await _verify(fx_api)).ok
+
+
+async def test_a_rolled_back_change_leaves_no_event(fx_api: Any) -> None:
+    marker = f"rolled-back-{uuid.uuid4().hex}"
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort):
+        async with fx_api.session_factory() as session, write_transaction(session):
+            await trail.record(session, action=AuditAction.CREATE, actor=ACTOR, entity="customer", entity_id=marker)
+            raise Abort
+    await fx_api.seal()
+    async with fx_api.session_factory() as session:
+        found = (await session.execute(select(func.count()).select_from(AuditEventRecord)
+                                       .where(AuditEventRecord.entity_id == marker))).scalar_one()
+    assert found == 0
+
+
+async def test_concurrent_reads_share_transactions_and_each_is_recorded_before_its_answer(fx_api: Any) -> None:
+    rep = await fx_api.login(["sales_rep"])
+    customer = (await fx_api.client.post("/api/v1/customers", headers=rep,
+                                         json={"name": "Group Commit Ltd", "kind": "company"})).json()
+    contact = (await fx_api.client.post("/api/v1/contacts", headers=rep, json={
+        "customer_id": customer["id"], "name": "Sun Li", "email": "sun.li@example.com"})).json()
+    answers = await asyncio.gather(*(fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=rep)
+                                     for _ in range(20)))
+    assert [answer.status_code for answer in answers] == [200] * 20
+    # Every answered read's event is committed already (pending or sealed), before any seal pass runs here.
+    async with fx_api.session_factory() as session:
+        recorded = (await session.execute(text(
+            "SELECT (SELECT count(*) FROM audit_pending WHERE entity_id = :id AND action = 'read') + "
+            "(SELECT count(*) FROM audit_events WHERE entity_id = :id AND action = 'read')"),
+            {"id": contact["id"]})).scalar_one()
+    assert recorded == 20
+
+
+async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> None:
+    from server.audit.group_commit import GroupCommitWriter
+
+    writer = GroupCommitWriter(fx_api.session_factory)
+    writer.start()
+    good = trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id="batch-good")
+    bad = {**good, "canonical": None}  # NOT NULL: the whole transaction fails
+    outcomes = await asyncio.gather(writer.write(good), writer.write(bad), return_exceptions=True)
+    await writer.stop()
+    assert all(isinstance(outcome, DBAPIError) for outcome in outcomes)
+    async with fx_api.session_factory() as session:
+        kept = (await session.execute(select(func.count()).select_from(AuditPending)
+                                      .where(AuditPending.entity_id == "batch-good"))).scalar_one()
+    assert kept == 0  # nothing half-written
