@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import secrets
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,37 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-STRONGROOM = [sys.executable, "-m", "server.cli"]
+from tests.e2e.servers import STRONGROOM, clean_env, free_port, run_cli, start_server
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _run(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*STRONGROOM, *args], env=env, input=stdin, capture_output=True, text=True, timeout=120,
-                          check=False)
+_free_port, _run = free_port, run_cli
 
 
 @pytest.fixture(name="fx_env")
 def fx_env(tmp_path: Path, fx_database_url: str) -> Iterator[dict[str, str]]:
     """A clean environment with an empty database of the backend under test (fresh, not the shared one)."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("STRONGROOM_")}
-    env.update(STRONGROOM_DATA_DIR=str(tmp_path / "var"), STRONGROOM_LOG_LEVEL="WARNING")
-    if not fx_database_url.startswith("postgresql"):
+    with clean_env(tmp_path / "var", fx_database_url) as env:
         yield env
-        return
-    name = f"strongroom_e2e_{secrets.token_hex(6)}"
-    admin = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    subprocess.run(["psql", admin, "-q", "-c", f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
-    env["STRONGROOM_DATABASE_URL"] = f"{fx_database_url.rsplit('/', 1)[0]}/{name}"
-    try:
-        yield env
-    finally:
-        subprocess.run(["psql", admin, "-q", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-                       check=False, capture_output=True)
 
 
 @pytest.fixture(name="fx_server_log")
@@ -58,32 +33,19 @@ def fx_server(fx_env: dict[str, str], fx_server_log: Path) -> Iterator[str]:
     init = _run(fx_env, "init", "--admin-username", "root-admin", "--admin-password-stdin",
                 stdin="Admin-password-2026\n")
     assert init.returncode == 0, init.stderr
-    port = _free_port()
-    log_file = fx_server_log.open("w")
-    process = subprocess.Popen([*STRONGROOM, "serve", "--port", str(port)],
-                               env={**fx_env, "STRONGROOM_LOG_LEVEL": "INFO"}, stdout=log_file,
-                               stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                pytest.fail(f"server exited: {fx_server_log.read_text()}")
-            try:
-                if httpx.get(f"{base}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            pytest.fail("server did not become ready within 60 s")
-        yield base
-    finally:
-        process.terminate()
+    with fx_server_log.open("w") as log_file:
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log_file.close()
+            process, base = start_server(fx_env, log_file)
+        except RuntimeError as error:
+            pytest.fail(f"{error}: {fx_server_log.read_text()}")
+        try:
+            yield base
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
 
 
 def test_help_lists_commands() -> None:
