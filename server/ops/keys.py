@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from sqlalchemy import ColumnElement, Table, and_, bindparam, case, exists, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.audit import trail
+from server.audit.tags import ActorType, AuditAction
 from server.db import write_transaction
 from server.security.crypto import SEALED_PREFIX, CryptoError, DataKey, KeyringError, WrappedDek
 from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, DekState, KeyJob, token_prefix
@@ -111,6 +113,16 @@ def rich_progress(enabled: bool | None = None) -> Iterator[JobProgress]:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+KEY_JOB_ACTOR = trail.AuditActor(ActorType.SYSTEM, None, "strongroom keys")
+
+
+async def _record_key_event(sessions: Sessions, reason: str, after: dict[str, Any]) -> None:
+    """A key_rotate event: what a key job did (counts and versions, never key material)."""
+    async with sessions() as session, write_transaction(session):
+        await trail.record(session, action=AuditAction.KEY_ROTATE, actor=KEY_JOB_ACTOR, entity="key",
+                           reason=reason, after=after)
 
 
 # ---------------------------------------------------------------------------------------------- KEK rotation
@@ -205,6 +217,8 @@ async def rotate_kek(
             rewrapped += len(rows)
             progress.advance(len(rows))
     remaining = await _count_stale(sessions, version)
+    await _record_key_event(sessions, "KEK rotation", {"kek_version": version, "added_version": add_version,
+                                                       "rewrapped": rewrapped, "remaining": remaining})
     return RotateResult(version, add_version, rewrapped, remaining, time.perf_counter() - started)
 
 
@@ -412,6 +426,8 @@ async def reencrypt(
     started = time.perf_counter()
     job_id, cutoff, resumed = await _open_job(sessions)
     result = ReencryptResult(job_id=job_id, cutoff=cutoff, resumed=resumed)
+    await _record_key_event(sessions, "DEK rotation resumed" if resumed else "DEK rotation started",
+                            {"job": job_id, "cutoff": cutoff.isoformat()})
     batch_number = 0
 
     async def run_batch(subjects: Sequence[uuid.UUID], rotate_before: datetime | None) -> None:
@@ -456,6 +472,11 @@ async def reencrypt(
     async with sessions() as session, write_transaction(session):
         await session.execute(update(_key_jobs).where(_key_jobs.c.id == job_id).values(
             finished_at=_now(), updated_at=_now()))
+        await trail.record(session, action=AuditAction.KEY_ROTATE, actor=KEY_JOB_ACTOR, entity="key",
+                           reason="DEK rotation finished",
+                           after={"job": job_id, "subjects": result.subjects, "values_resealed": result.values_resealed,
+                                  "values_unreadable": result.values_unreadable,
+                                  "unreadable_subjects": [str(s) for s in result.unreadable_subjects[:100]]})
     result.seconds = time.perf_counter() - started
     return result
 

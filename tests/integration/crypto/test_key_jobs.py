@@ -168,3 +168,27 @@ async def test_cli_status_rotate_and_reencrypt(fx_crm: Crm, capsys: pytest.Captu
     out = capsys.readouterr().out
     assert "DEKs per KEK version" in out and "rewrapped" in out and "values resealed" in out
     assert isinstance(FieldCipher.from_settings(fx_crm.settings, environ={}), FieldCipher)
+
+
+async def test_key_jobs_are_audit_events(fx_crm: Crm) -> None:
+    from server.audit.models import AuditPending
+    from server.audit.sealer import seal_pending
+
+    await fx_crm.contact((await fx_crm.customer()).id)
+    async with fx_crm.sessions() as session:
+        await seal_pending(session)
+    rotated = await keys.rotate_kek(fx_crm.sessions, fx_crm.cipher)
+    await keys.reencrypt(fx_crm.sessions, fx_crm.cipher)
+    async with fx_crm.sessions() as session:
+        rows = (await session.execute(select(AuditPending.action, AuditPending.canonical)
+                                      .where(AuditPending.entity == "key").order_by(AuditPending.id))).all()
+    from server.audit.canonical import decode_event
+
+    events = [decode_event(bytes(body)) for _, body in rows]
+    assert [event["action"] for event in events] == ["key_rotate"] * 3
+    assert [event["reason"] for event in events] == ["KEK rotation", "DEK rotation started", "DEK rotation finished"]
+    assert events[0]["after"]["kek_version"] == rotated.kek_version
+    assert events[2]["after"]["values_resealed"] > 0
+    # Counts and versions, never key material.
+    assert set(events[0]["after"]) == {"kek_version", "added_version", "rewrapped", "remaining"}
+    assert set(events[2]["after"]) == {"job", "subjects", "values_resealed", "values_unreadable", "unreadable_subjects"}
