@@ -7,6 +7,8 @@ with a message naming the setting.
 
 from __future__ import annotations
 
+import ipaddress
+
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -68,6 +70,16 @@ def _database_url(name: str, raw: Any) -> str:
     return value
 
 
+def _proxy_networks(name: str, raw: Any) -> str:
+    text = str(raw).strip()
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise SettingsError(f"{ENV_PREFIX}{name.upper()}: {entry!r} is not an address or CIDR network") from None
+    return text
+
+
 def _setting(parse: Callable[[str, Any], Any], default: Any, doc: str) -> Any:
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -93,6 +105,10 @@ class Settings:
     idempotency_ttl_hours: int = _setting(
         _int_between(1, 24 * 30), 24, "How long an Idempotency-Key and its stored answer are kept."
     )
+    trusted_proxies: str = _setting(
+        _proxy_networks, "",
+        "Comma-separated addresses or CIDR networks of reverse proxies whose X-Forwarded-For is believed; "
+        "empty: none.")
     default_country_code: str = _setting(_text, "+86", "Country code assumed for phone numbers without one.")
     audit_checkpoint_seconds: int = _setting(
         _int_between(0, 86400), 300, "How often the server signs a checkpoint of new audit events (0: never)."

@@ -82,7 +82,7 @@ class TokenController(Controller):
     async def token(self, request: Request[Any, Any, Any], data: URLEncodedBody[TokenRequest]) -> TokenResponse:
         resources = request.app.state.resources
         async with resources.session_factory() as session:
-            identity = IdentityService(session, resources.hasher, resources.signer)
+            identity = IdentityService(session, resources.hasher, resources.signer, request=request_info(request))
             if not data.grant_type:
                 raise MalformedRequest("grant_type is required", error="invalid_request")
             if data.grant_type == "password":
@@ -107,6 +107,7 @@ class TokenController(Controller):
     async def revoke(self, request: Request[Any, Any, Any], data: URLEncodedBody[RevokeRequest]) -> dict[str, str]:
         resources = request.app.state.resources
         async with resources.session_factory() as session:
-            await IdentityService(session, resources.hasher, resources.signer).revoke(data.token)
+            await IdentityService(session, resources.hasher, resources.signer,
+                                  request=request_info(request)).revoke(data.token)
         resources.access.invalidate()
         return {"status": "revoked"}

@@ -30,6 +30,8 @@ class AuditAction(StrEnum):
     BACKUP = "backup"
     RESTORE = "restore"
     DENIED = "denied"
+    TOKEN_REFRESH = "token_refresh"  # noqa: S105 - an action name, not a secret
+    TOKEN_REVOKE = "token_revoke"  # noqa: S105 - an action name, not a secret
 
 
 class AuditOutcome(StrEnum):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.errors import Conflict, Forbidden
+from server.errors import Forbidden
 from server.security.identity import PasswordHasher
-from server.security.policy import admin_permissions, check_separation_of_duties
+from server.security.policy import admin_permissions
 from server.security.principal import PrincipalKind
 from server.services.identity import IdentityService, NewClient
-from server.services.policy_admin import ENTITIES, authorise_admin, require_admin
+from server.services.policy_admin import authorise_admin, require_admin
 from server.services.records import CallContext
 
 ADMIN_ROLES = frozenset({"sysadmin", "secadmin", "auditor"})
@@ -43,10 +43,7 @@ class AdminService:
             admin_permissions(self.context.access.enforcer, tuple(roles)))
         if grants_admin and principal.kind is not PrincipalKind.SYSTEM:
             require_admin(self.context.access, principal, "role:write")
-        violations = check_separation_of_duties(self.context.access.enforcer, ENTITIES, [tuple(roles)])
-        if violations:
-            raise Conflict("this combination of roles breaks separation of duties: " + "; ".join(violations),
-                           violations=violations)
+        # The role-combination (separation of duties) check is the identity service's, for API and CLI alike.
 
     def _changed(self) -> None:
         # This process changed security state itself: it must not wait for its next poll to see it.

@@ -21,14 +21,19 @@ from server.db import write_transaction
 from server.domain.activities import Activity
 from server.domain.base import utc_now
 from server.domain.customers import Customer
+from server.domain.fields import Classification
 from server.domain.opportunities import Opportunity
 from server.domain.service_records import ServiceRecord
 from server.errors import Conflict, InvalidInput, MalformedRequest, NotAuthenticated, NotFound
+from server.ids import new_id
 from server.security.access import bump_security_version
 from server.security.identity import (
+    LOGIN_THROTTLE,
     ApiClient,
+    LoginThrottle,
     OrgUnit,
     PasswordHasher,
+    PolicyRule,
     RefreshToken,
     RevokedToken,
     RoleDefinition,
@@ -36,14 +41,32 @@ from server.security.identity import (
     User,
     check_password_policy,
 )
+from server.security.identity.throttle import backoff
+from server.security.policy import (
+    Visibility,
+    admin_permissions,
+    build_enforcer,
+    check_separation_of_duties,
+    compile_field_mask,
+)
 from server.security.principal import PrincipalKind
+from server.services.policy_admin import ENTITIES
 
 log = structlog.get_logger("strongroom.identity")
 
-LOCKOUT_THRESHOLD = 5
-LOCKOUT_BASE = timedelta(seconds=30)
-LOCKOUT_MAX = timedelta(minutes=15)
+# Per-account lockout, across every address: deliberately higher than the per-address threshold
+# (``security.identity.throttle``) and with a short backoff, so that it holds back a guesser spread over many
+# addresses while a stranger failing on purpose can cost the real owner at most a minute's wait, not their account.
+ACCOUNT_LOCKOUT_THRESHOLD = 20
+ACCOUNT_LOCKOUT_BASE = timedelta(seconds=5)
+ACCOUNT_LOCKOUT_MAX = timedelta(minutes=1)
 REFRESH_TTL = timedelta(days=14)
+# A rotated refresh token's successor has the id uuid5(namespace, predecessor id), so the tokens of one sign-in
+# (a "family") can be followed from any member to the newest without a family column.
+REFRESH_FAMILY_NAMESPACE = uuid.UUID("f29a4d20-52a0-437b-b138-de7a387ef5c9")
+# The subject standing for "a client's creator, holding what the client can reach" in a private enforcer.
+CLIENT_CREATOR_SUBJECT = "creator_via_client"
+_PERSONAL = frozenset({Classification.PII, Classification.SENSITIVE})
 CLIENT_SCOPES = frozenset({f"{collection}:{access}" for collection in (
     "customers", "contacts", "opportunities", "service_records", "activities") for access in ("read", "write")}
     | {"pii:read"})
@@ -83,23 +106,27 @@ def _digest(token: str) -> str:
 
 
 def lockout_delay(failures: int) -> timedelta | None:
-    """How long an account stays locked after ``failures`` consecutive failures (exponential, capped)."""
-    if failures < LOCKOUT_THRESHOLD:
-        return None
-    delay: timedelta = LOCKOUT_BASE * (2 ** (failures - LOCKOUT_THRESHOLD))
-    return min(delay, LOCKOUT_MAX)
+    """How long an account stays locked (from every address) after ``failures`` consecutive failures."""
+    return backoff(failures, threshold=ACCOUNT_LOCKOUT_THRESHOLD, base=ACCOUNT_LOCKOUT_BASE, cap=ACCOUNT_LOCKOUT_MAX)
+
+
+def successor_id(refresh_token_id: uuid.UUID) -> uuid.UUID:
+    """The id the refresh token issued in exchange for ``refresh_token_id`` gets (its family link)."""
+    return uuid.uuid5(REFRESH_FAMILY_NAMESPACE, str(refresh_token_id))
 
 
 class IdentityService:
     """Authenticates people and clients and manages accounts. Every change bumps the security version."""
 
     def __init__(self, session: AsyncSession, hasher: PasswordHasher, signer: TokenSigner | None = None, *,
-                 actor: AuditActor | None = None, request: RequestInfo | None = None) -> None:
+                 actor: AuditActor | None = None, request: RequestInfo | None = None,
+                 throttle: LoginThrottle | None = None) -> None:
         self.session = session
         self.hasher = hasher
         self.signer = signer
         self.actor = actor or AuditActor(type=ActorType.SYSTEM, id=None, name="system")
         self.request = request or RequestInfo()
+        self.throttle = throttle or LOGIN_THROTTLE
 
     async def _audit(self, action: AuditAction, *, entity: str, entity_id: Any = None, actor: AuditActor | None = None,
                      outcome: AuditOutcome = AuditOutcome.OK, **details: Any) -> None:
@@ -116,21 +143,31 @@ class IdentityService:
     async def password_grant(self, username: str, password: str) -> IssuedToken:
         """Issue an access and a refresh token for a valid, enabled, unlocked user; one vague 401 otherwise.
 
+        Lockout is two-tier (see ``security.identity.throttle``): failures from one client address lock the
+        account for that address only; a higher number of failures from anywhere locks the account briefly for
+        everyone. Attempts during a lock are refused without checking the password's verdict and do not count.
         Every failure is recorded in the audit trail with its real reason; the caller learns none of them.
         """
         now = utc_now()
+        address = self.request.client_address
         issued: IssuedToken | None = None
         async with write_transaction(self.session):
             user = await self._find(username, for_update=True)
             valid = self.hasher.verify(user.password_hash if user else None, password)
-            locked = user is not None and user.locked_until is not None and user.locked_until > now
-            if user is None or locked or not valid or user.disabled:
+            account = str(user.id) if user else ""
+            address_lock = self.throttle.locked_until(account, address, now) if user else None
+            account_locked = user is not None and user.locked_until is not None and user.locked_until > now
+            if user is None or address_lock or account_locked or not valid or user.disabled:
+                address_failures = None
                 if user is None:
                     reason = "unknown user"
-                elif locked:
+                elif address_lock:
+                    reason = "account locked for this address"
+                elif account_locked:
                     reason = "account locked"
                 elif not valid:
                     reason = "wrong password"
+                    address_failures = self.throttle.failed(account, address, now)
                     user.failed_logins += 1
                     delay = lockout_delay(user.failed_logins)
                     user.locked_until = now + delay if delay else None
@@ -141,10 +178,14 @@ class IdentityService:
                     AuditAction.LOGIN_FAILED, entity="user", entity_id=user.id if user else None,
                     actor=AuditActor(type=ActorType.ANONYMOUS, id=str(user.id) if user else None, name=username[:100]),
                     outcome=AuditOutcome.DENIED, reason=reason,
-                    after={"failed_logins": user.failed_logins, "locked_until": user.locked_until} if user else None,
+                    after={"failed_logins": user.failed_logins, "locked_until": user.locked_until,
+                           "address_failures": address_failures.count if address_failures else None,
+                           "address_locked_until": (address_failures.locked_until if address_failures
+                                                    else address_lock)} if user else None,
                 )
             else:
                 user.failed_logins, user.locked_until = 0, None
+                self.throttle.succeeded(account, address)
                 access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
                                               roles=tuple(user.roles))
                 issued = IssuedToken(access, self._signer().ttl_seconds, "", await self._new_refresh_token(user.id))
@@ -156,22 +197,54 @@ class IdentityService:
         return issued
 
     async def refresh_grant(self, refresh_token: str) -> IssuedToken:
-        """Rotate a refresh token: the old one is spent, a new pair is issued. Reuse of a spent one fails."""
+        """Rotate a refresh token: the old one is spent, a new pair is issued.
+
+        Presenting a spent (or revoked) refresh token again is reuse: either the legitimate client or a thief
+        holds a copy, and the server cannot tell which. As the OAuth 2.0 Security BCP (RFC 9700, 4.14.2)
+        requires, every later token of the same sign-in is then revoked too, so whoever rotated first loses
+        the session as well; the user signs in again. Access tokens already issued expire within their
+        (short) lifetime. Refreshes and refusals are audit events.
+        """
         now = utc_now()
+        issued: IssuedToken | None = None
         async with write_transaction(self.session):
             stored = (await self.session.execute(select(RefreshToken).where(
                 RefreshToken.token_hash == _digest(refresh_token)).with_for_update())).scalar_one_or_none()
-            if stored is None or stored.revoked_at is not None or stored.expires_at <= now:
-                raise NotAuthenticated("the refresh token is not valid", error="invalid_grant")
-            user = await self.session.get(User, stored.user_id)
+            user = await self.session.get(User, stored.user_id) if stored is not None else None
             revoked_after = user.tokens_valid_after if user else None
-            if user is None or user.disabled or (revoked_after and stored.issued_at < revoked_after):
-                raise NotAuthenticated("the refresh token is not valid", error="invalid_grant")
-            stored.revoked_at = now
-            access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
-                                          roles=tuple(user.roles))
-            refresh = await self._new_refresh_token(user.id)
-        return IssuedToken(access, self._signer().ttl_seconds, "", refresh)
+            details: dict[str, Any] = {}
+            if stored is None or user is None:
+                reason = "unknown refresh token"
+            elif stored.revoked_at is not None:
+                reason = "refresh token reused after rotation or revocation; its successors are revoked"
+                details = {"refresh_token": str(stored.id), "revoked": [str(token_id) for token_id in
+                                                                        await self._revoke_family(stored, now)]}
+            elif stored.expires_at <= now:
+                reason = "refresh token expired"
+            elif user.disabled:
+                reason = "account disabled"
+            elif revoked_after and stored.issued_at < revoked_after:
+                reason = "refresh token issued before the user's tokens were revoked"
+            else:
+                reason = ""
+                stored.revoked_at = now
+                access = self._signer().issue(subject=user.id, kind=PrincipalKind.USER.value, name=user.username,
+                                              roles=tuple(user.roles))
+                refresh = await self._new_refresh_token(user.id, replaces=stored.id)
+                issued = IssuedToken(access, self._signer().ttl_seconds, "", refresh)
+                await self._audit(AuditAction.TOKEN_REFRESH, entity="user", entity_id=user.id,
+                                  actor=AuditActor(type=ActorType.USER, id=str(user.id), name=user.username,
+                                                   roles=tuple(user.roles)),
+                                  after={"refresh_token": str(successor_id(stored.id)), "replaces": str(stored.id)})
+            if issued is None:
+                log.info("refresh_failed", reason=reason)
+                await self._audit(AuditAction.TOKEN_REJECTED, entity="token", entity_id=stored.id if stored else None,
+                                  actor=AuditActor(type=ActorType.ANONYMOUS, id=str(user.id) if user else None,
+                                                   name=None),
+                                  outcome=AuditOutcome.DENIED, reason=reason, after=details or None)
+        if issued is None:
+            raise NotAuthenticated("the refresh token is not valid", error="invalid_grant")
+        return issued
 
     async def client_credentials_grant(self, client_id: str, client_secret: str, scope: str | None) -> IssuedToken:
         """A token for an API client; the requested scopes must be among the client's allowed scopes."""
@@ -194,6 +267,11 @@ class IdentityService:
                                    error="invalid_scope")
         token = self._signer().issue(subject=client.id, kind=PrincipalKind.CLIENT.value, name=client.client_id,
                                      roles=tuple(client.roles), scopes=requested)
+        async with write_transaction(self.session):
+            await self._audit(AuditAction.LOGIN, entity="client", entity_id=client.id,
+                              actor=AuditActor(type=ActorType.CLIENT, id=str(client.id), name=client.client_id,
+                                               roles=tuple(client.roles)),
+                              after={"scope": " ".join(sorted(requested))})
         return IssuedToken(token, self._signer().ttl_seconds, " ".join(sorted(requested)))
 
     async def record_rejected_token(self, reason: str, subject: str | None) -> None:
@@ -203,12 +281,25 @@ class IdentityService:
                               actor=AuditActor(type=ActorType.ANONYMOUS, id=subject, name=None))
 
     async def revoke(self, token: str) -> None:
-        """Revoke an access token (by its id) or a refresh token (RFC 7009: unknown tokens are not an error)."""
+        """Revoke an access token (by its id) or a refresh token and its successors (RFC 7009).
+
+        Unknown, forged or expired tokens are not an error and leave no audit event (the endpoint needs no
+        authentication; recording every string posted to it would let anyone flood the trail).
+        """
+        now = utc_now()
         async with write_transaction(self.session):
             stored = (await self.session.execute(select(RefreshToken).where(
-                RefreshToken.token_hash == _digest(token)))).scalar_one_or_none()
+                RefreshToken.token_hash == _digest(token)).with_for_update())).scalar_one_or_none()
             if stored is not None:
-                stored.revoked_at = stored.revoked_at or utc_now()
+                revoked = [stored.id] if stored.revoked_at is None else []
+                stored.revoked_at = stored.revoked_at or now
+                revoked += await self._revoke_family(stored, now)
+                user = await self.session.get(User, stored.user_id)
+                await self._audit(AuditAction.TOKEN_REVOKE, entity="token", entity_id=stored.id,
+                                  actor=AuditActor(type=ActorType.USER, id=str(stored.user_id),
+                                                   name=user.username if user else None,
+                                                   roles=tuple(user.roles) if user else ()),
+                                  reason="refresh token revoked", after={"revoked": [str(i) for i in revoked]})
                 return
             try:
                 claims = self._signer().verify(token)
@@ -218,19 +309,49 @@ class IdentityService:
                 expires_at = datetime.fromtimestamp(claims.expires_at, tz=UTC)
                 self.session.add(RevokedToken(token_id=claims.token_id, expires_at=expires_at))
                 await bump_security_version(self.session)
+                kind = ActorType.CLIENT if claims.kind == PrincipalKind.CLIENT.value else ActorType.USER
+                await self._audit(AuditAction.TOKEN_REVOKE, entity="token", entity_id=claims.token_id,
+                                  actor=AuditActor(type=kind, id=str(claims.subject), name=claims.name[:100] or None,
+                                                   roles=claims.roles),
+                                  reason="access token revoked", after={"expires_at": expires_at})
 
-    async def _new_refresh_token(self, user_id: uuid.UUID) -> str:
+    async def _new_refresh_token(self, user_id: uuid.UUID, *, replaces: uuid.UUID | None = None) -> str:
+        """A new refresh token; one issued in exchange for ``replaces`` joins its family (see ``successor_id``)."""
         token = secrets.token_urlsafe(32)
-        self.session.add(RefreshToken(user_id=user_id, token_hash=_digest(token), expires_at=utc_now() + REFRESH_TTL))
+        self.session.add(RefreshToken(id=successor_id(replaces) if replaces else new_id(), user_id=user_id,
+                                      token_hash=_digest(token), issued_at=utc_now(),
+                                      expires_at=utc_now() + REFRESH_TTL))
         return token
+
+    async def _revoke_family(self, token: RefreshToken, now: datetime) -> list[uuid.UUID]:
+        """Revoke every token issued after ``token`` in its family; the ids of those that were still live.
+
+        The family is followed by successor ids. The user's tokens are read in one query; the tail is then
+        re-read row by row, locking each, so a rotation committed meanwhile by a concurrent request is caught.
+        """
+        tokens = {row.id: row for row in (await self.session.execute(
+            select(RefreshToken).where(RefreshToken.user_id == token.user_id).with_for_update())).scalars()}
+        revoked: list[uuid.UUID] = []
+        current, seen = token, {token.id}
+        while True:
+            next_id = successor_id(current.id)
+            successor = tokens.get(next_id) or await self.session.get(RefreshToken, next_id, with_for_update=True)
+            if successor is None or successor.id in seen:
+                return revoked
+            seen.add(successor.id)
+            if successor.revoked_at is None:
+                successor.revoked_at = now
+                revoked.append(successor.id)
+            current = successor
 
     # -- users -----------------------------------------------------------------------------------------------
 
     async def create_user(self, username: str, *, roles: list[str], password: str, display_name: str | None = None,
                           manager: str | None = None, unit: str | None = None) -> User:
-        """Create a user; the password must meet the policy; roles must exist."""
+        """Create a user; the password must meet the policy; roles must exist and keep duties separate."""
         _check_name(username, "username")
         check_password_policy(password)
+        await self._require_separate_duties(roles, entity="user", name=username)
         async with write_transaction(self.session):
             await self._check_roles(roles)
             if await self._find(username) is not None:
@@ -248,7 +369,9 @@ class IdentityService:
 
     async def update_user(self, username: str, *, roles: list[str] | None = None, unit: str | None = None,
                           manager: str | None = None) -> User:
-        """Change a user's roles, org unit or manager."""
+        """Change a user's roles (which must exist and keep duties separate), org unit or manager."""
+        if roles is not None:
+            await self._require_separate_duties(roles, entity="user", name=username)
         async with write_transaction(self.session):
             user = await self._require(username)
             before = {"roles": list(user.roles), "org_unit_id": user.org_unit_id, "manager_id": user.manager_id}
@@ -286,6 +409,7 @@ class IdentityService:
             user = await self._require(username)
             user.password_hash = self.hasher.hash(password)
             user.failed_logins, user.locked_until = 0, None
+            self.throttle.forget(str(user.id))  # this process's address locks; other processes keep theirs
             await self._revoke_all(user)
             await self._audit(AuditAction.USER_CHANGE, entity="user", entity_id=user.id, reason="password reset")
             await bump_security_version(self.session)
@@ -352,12 +476,18 @@ class IdentityService:
     # -- API clients -----------------------------------------------------------------------------------------
 
     async def create_client(self, name: str, *, roles: list[str], scopes: list[str]) -> NewClient:
-        """Register an API client; its secret is returned once."""
+        """Register an API client; its secret is returned once.
+
+        The client's roles are checked for separation of duties like a user's. And since whoever registers a
+        client receives its secret and can act as the client, the registering principal is judged as also
+        holding the personal data the client could read (see ``_require_separate_duties``).
+        """
         _check_name(name, "name")
         unknown = sorted(set(scopes) - CLIENT_SCOPES)
         if unknown or not scopes:
             raise InvalidInput(f"unknown or missing scopes {unknown}; known: {', '.join(sorted(CLIENT_SCOPES))}",
                                field="scope")
+        await self._require_separate_duties(roles, entity="client", name=name, client_scopes=frozenset(scopes))
         client_id = f"{name}-{secrets.token_hex(4)}"
         secret = secrets.token_urlsafe(32)
         async with write_transaction(self.session):
@@ -398,6 +528,51 @@ class IdentityService:
                                                               RefreshToken.revoked_at.is_(None))
                                    .values(revoked_at=now))
 
+    async def _require_separate_duties(self, roles: list[str], *, entity: str, name: str,
+                                       client_scopes: frozenset[str] | None = None) -> None:
+        """Refuse (409, and a ``denied`` audit event) a role set that breaks separation of duties.
+
+        The same rules (``security.policy.matrix.SEPARATION_OF_DUTIES``) judge every path that hands out roles:
+        the admin API and the operator's command line both come through here. The policy is read from the
+        database, not from a process cache, so a rule added a moment ago by another process counts.
+
+        For an API client (``client_scopes`` given) a second subject is judged too: the principal registering
+        it, holding its own administrative permissions plus the personal data the client can read in clear or
+        reveal under those scopes. That is what a security administrator could otherwise get by registering a
+        client with a business role and ``pii:read`` and using its secret. Someone who may write policy can
+        widen the client's roles at any time afterwards, so for them the client's reach is what its scopes
+        allow under *any* policy, not under today's rules. Non-personal CRM data a client can reach is not
+        counted: registering integrations is the security administrator's job, and without ``pii:read`` a
+        client sees personal fields masked or not at all. The operator's command line (the system actor)
+        holds no roles, so only the client's own roles are judged there.
+        """
+        async with write_transaction(self.session):
+            rows = (await self.session.execute(select(PolicyRule.ptype, PolicyRule.v0, PolicyRule.v1,
+                                                      PolicyRule.v2, PolicyRule.v3))).all()
+        policy = [(v0 or "", v1 or "", v2 or "", v3 or "allow") for ptype, v0, v1, v2, v3 in rows if ptype == "p"]
+        links = [(v0 or "", v1 or "") for ptype, v0, v1, _v2, _v3 in rows if ptype == "g"]
+        enforcer = build_enforcer(policy, links)
+        violations = check_separation_of_duties(enforcer, ENTITIES, [tuple(dict.fromkeys(roles))])
+        creator_roles = self.actor.roles if self.actor.type is ActorType.USER else ()
+        if client_scopes is not None and creator_roles:
+            creator_admin = admin_permissions(enforcer, creator_roles)
+            reach_policy = _unrestricted_policy() if "policy:write" in creator_admin else enforcer
+            reach_roles = (CLIENT_CREATOR_SUBJECT,) if "policy:write" in creator_admin else tuple(roles)
+            subject_rules = _creator_via_client(creator_admin, reach_policy, reach_roles, client_scopes)
+            violations += check_separation_of_duties(build_enforcer(subject_rules), ENTITIES,
+                                                     [(CLIENT_CREATOR_SUBJECT,)])
+        if not violations:
+            return
+        detail = ("this combination of roles breaks separation of duties: " if client_scopes is None else
+                  "this client would break separation of duties (its roles, or what its creator could read "
+                  "through it): ") + "; ".join(violations)
+        async with write_transaction(self.session):
+            await self._audit(AuditAction.DENIED, entity=entity, entity_id=name[:100], outcome=AuditOutcome.DENIED,
+                              reason="separation of duties",
+                              after={"roles": list(roles), "scopes": sorted(client_scopes or ()),
+                                     "violations": violations})
+        raise Conflict(detail, violations=violations)
+
     async def _check_roles(self, roles: list[str]) -> None:
         known = set((await self.session.execute(select(RoleDefinition.name))).scalars())
         unknown = sorted(set(roles) - known)
@@ -421,6 +596,35 @@ class IdentityService:
         if unit is None:
             raise NotFound(f"org unit {name!r} not found")
         return unit
+
+
+def _unrestricted_policy() -> Any:
+    """A policy granting ``CLIENT_CREATOR_SUBJECT`` every entity and field: what a policy writer could grant."""
+    rules = [(CLIENT_CREATOR_SUBJECT, obj, "read", "allow") for entity in ENTITIES
+             for obj in (entity.name, f"{entity.name}.*")]
+    return build_enforcer(rules)
+
+
+def _creator_via_client(creator_admin: frozenset[str], reach_policy: Any, client_roles: tuple[str, ...],
+                        client_scopes: frozenset[str]) -> list[tuple[str, str, str, str]]:
+    """Policy rules for one subject holding the creator's administrative permissions and the personal data
+    ``client_roles`` can read in clear or reveal under ``client_scopes`` in ``reach_policy``."""
+    subject = CLIENT_CREATOR_SUBJECT
+    rules = [(subject, f"admin.{obj}", action, "allow")
+             for obj, _, action in (permission.partition(":") for permission in sorted(creator_admin))]
+    for entity in ENTITIES:
+        mask = compile_field_mask(reach_policy, client_roles, entity, (), client_scopes)
+        personal = [spec.name for spec in entity.fields if spec.classification in _PERSONAL and (
+            mask.visibility[spec.name] is Visibility.CLEAR or spec.name in mask.revealable)]
+        if personal:
+            rules.append((subject, entity.name, "read", "allow"))
+        for field_name in personal:
+            obj = f"{entity.name}.{field_name}"
+            if mask.visibility[field_name] is Visibility.CLEAR:
+                rules.append((subject, obj, "read", "allow"))
+            else:
+                rules += [(subject, obj, "mask", "allow"), (subject, obj, "reveal", "allow")]
+    return rules
 
 
 def _check_name(name: str, field: str) -> None:

@@ -11,10 +11,13 @@ from server.security.identity.models import (
     User,
 )
 from server.security.identity.passwords import PasswordHasher, check_password_policy
+from server.security.identity.throttle import LOGIN_THROTTLE, LoginThrottle
 from server.security.identity.tokens import TokenClaims, TokenSigner, load_or_create_signing_key
 
 __all__ = [
+    "LOGIN_THROTTLE",
     "ApiClient",
+    "LoginThrottle",
     "OrgUnit",
     "PasswordHasher",
     "PolicyRule",

@@ -76,7 +76,7 @@ async def test_the_database_refuses_to_alter_or_drop_a_pending_event(fx_api: Any
     # In the transaction that wrote it, so no sealer can have taken the event yet.
     for statement in ("UPDATE audit_pending SET action = 'read'", "DELETE FROM audit_pending"):
         async with fx_api.session_factory() as session:
-            with pytest.raises(DBAPIError, match="append-only|only by the sealer"):
+            with pytest.raises(DBAPIError, match=r"append-only|only by the sealer"):
                 async with write_transaction(session):
                     await trail.record(session, action=AuditAction.UPDATE, actor=ACTOR, entity="customer")
                     await session.execute(text(statement))
