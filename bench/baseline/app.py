@@ -12,6 +12,7 @@ whatever Strongroom later adds to its models (sealed columns, hooks) does not le
 """
 
 import base64
+import json
 import os
 import uuid
 from datetime import UTC, date, datetime
@@ -32,12 +33,15 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Integer,
+    LargeBinary,
     Numeric,
     String,
     Text,
     Uuid,
     and_,
     event,
+    inspect,
+    literal_column,
     or_,
     select,
 )
@@ -185,6 +189,32 @@ class Activity(Record, Base):
     summary: Mapped[str] = mapped_column(Text)
 
 
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    ts: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor_id: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    entity: Mapped[str | None] = mapped_column(String(64))
+    entity_id: Mapped[str | None] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    outcome: Mapped[str] = mapped_column(String(16))
+    canonical: Mapped[bytes] = mapped_column(LargeBinary)
+    hash: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class AuditEventField(Base):
+    __tablename__ = "audit_event_fields"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    field: Mapped[str] = mapped_column(String(128), primary_key=True)
+
+
+class AuditEventSubject(Base):
+    __tablename__ = "audit_event_subjects"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
 def as_dict(row: Base) -> dict[str, Any]:
     """Every column, JSON-ready (money as a decimal string, as Strongroom renders it)."""
     out = {}
@@ -271,11 +301,13 @@ def _cursor(row: Contact) -> str:
 @get("/api/v1/contacts")
 async def list_contacts(
     state: State, limit: Annotated[int, Parameter(ge=1, le=200)] = 50, cursor: str | None = None,
-    email: str | None = None, customer_id: uuid.UUID | None = None,
+    email: str | None = None, customer_id: uuid.UUID | None = None, email_bidx: int | None = None,
 ) -> dict[str, Any]:
     statement = select(Contact)
     if email is not None:
         statement = statement.where(Contact.email == email)
+    if email_bidx is not None:  # the indexed lookup of a blind-index search, without the keyed hash or decryption
+        statement = statement.where(literal_column("email_bidx") == email_bidx)
     if customer_id is not None:
         statement = statement.where(Contact.customer_id == customer_id)
     if cursor:
@@ -370,6 +402,43 @@ async def customer_360(customer_id: uuid.UUID, state: State) -> dict[str, Any]:
     }
 
 
+Filter = Annotated[str | None, Parameter(required=False, max_length=128)]
+
+
+@get("/api/v1/audit/events")
+async def audit_events(
+    state: State, actor_id: Filter = None, entity: Filter = None, entity_id: Filter = None, customer_id: Filter = None,
+    field: Filter = None, action: Filter = None, outcome: Filter = None, since: datetime | None = None,
+    until: datetime | None = None, cursor: Filter = None, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """The compliance query as plain SQL over the same tables and indexes: newest first, cursor paginated."""
+    statement = select(AuditEvent.seq, AuditEvent.canonical, AuditEvent.hash)
+    for column, value in ((AuditEvent.actor_id, actor_id), (AuditEvent.entity, entity),
+                          (AuditEvent.entity_id, entity_id), (AuditEvent.action, action),
+                          (AuditEvent.outcome, outcome)):
+        if value is not None:
+            statement = statement.where(column == value)
+    if customer_id is not None:
+        concerns = (AuditEvent.subject_id == customer_id) | (AuditEvent.entity_id == customer_id)
+        if state.audit_subjects:
+            concerns = concerns | AuditEvent.seq.in_(
+                select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == customer_id))
+        statement = statement.where(concerns)
+    if field is not None:
+        touched = select(AuditEventField.seq).where(AuditEventField.field == field)
+        statement = statement.where(AuditEvent.seq.in_(touched))
+    if since is not None:
+        statement = statement.where(AuditEvent.ts >= since)
+    if until is not None:
+        statement = statement.where(AuditEvent.ts < until)
+    if cursor is not None:
+        statement = statement.where(AuditEvent.seq < int(cursor))
+    async with sessions(state)() as session, session.begin():
+        rows = (await session.execute(statement.order_by(AuditEvent.seq.desc()).limit(limit + 1))).all()
+    items = [{**json.loads(bytes(body)), "hash": bytes(digest).hex()} for _seq, body, digest in rows[:limit]]
+    return {"items": items, "next_cursor": str(rows[limit - 1][0]) if len(rows) > limit else None}
+
+
 # -- application -----------------------------------------------------------------------------------------------
 
 
@@ -392,12 +461,15 @@ def create_app() -> Litestar:
             engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        async with engine.connect() as connection:  # audit_event_subjects came with the audit sealer
+            app.state.audit_subjects = await connection.run_sync(
+                lambda sync: inspect(sync).has_table("audit_event_subjects"))
 
     async def shutdown(app: Litestar) -> None:
         await app.state.engine.dispose()
 
     return Litestar(
         route_handlers=[live, read_contact, read_customer, list_contacts, create_contact, update_contact,
-                        customer_360],
+                        customer_360, audit_events],
         on_startup=[startup], on_shutdown=[shutdown], openapi_config=None, logging_config=None, debug=False,
     )
