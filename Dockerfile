@@ -48,6 +48,13 @@ LABEL org.opencontainers.image.title="strongroom" \
 # runAsNonRoot can verify it and the chart's runAsUser/fsGroup (10001) match the files here.
 # /var/lib/strongroom is the only writable application path; /tmp is the other writable one
 # (tmpfs / emptyDir at run time).
+# pg_dump, pg_restore and psql for `strongroom backup` on PostgreSQL (the backup CronJob runs this image); the
+# only package added to the base, no compiler. Debian's client is version 15: pg_dump refuses a newer server,
+# so for PostgreSQL 16+ build with a newer client (PGDG's postgresql-client-NN) - docs/deployment.md.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+
 RUN groupadd --system --gid 10001 strongroom \
  && useradd --system --uid 10001 --gid 10001 --no-create-home \
         --home-dir /var/lib/strongroom --shell /usr/sbin/nologin strongroom \

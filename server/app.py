@@ -39,6 +39,7 @@ from server.audit.store import load_or_create_audit_key
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
 from server.logs import configure_logging
+from server.ops.backup import run_backup_schedule
 from server.ops.checkpoints import checkpoint_periodically
 from server.security.access import AccessControl
 from server.security.field_cipher import FieldCipher
@@ -113,7 +114,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         app.state.resources.events.start()
         background = [asyncio.create_task(seal_continuously(session_factory)),
-                      asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings))]
+                      asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings)),
+                      # STRONGROOM_BACKUP_SCHEDULE; returns at once when it is `off` (a timer or CronJob backs up).
+                      asyncio.create_task(run_backup_schedule(settings))]
         try:
             yield
         finally:

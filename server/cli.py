@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -295,16 +295,16 @@ def cmd_access_review(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
-    """Verify (the database, or an export file offline), checkpoint, export, print the public key."""
+    """Verify (the database, or an export or archive file offline), checkpoint, export, archive, legal holds."""
     from server.audit.checkpoint import public_key_from_pem, public_key_to_pem
     from server.audit.export import verify_export
-    from server.audit.store import EventQuery, export_events, load_or_create_audit_key, make_checkpoint, verify_trail
+    from server.audit.store import EventQuery, load_or_create_audit_key, make_checkpoint, verify_trail
     from server.db import write_transaction
 
     if args.audit_command == "verify" and args.export:
-        # Offline: only the export file and the public key; no database, no keys directory.
+        # Offline: only the export (or archive) file and the public key; no database, no keys directory.
         if not args.public_key:
-            print("strongroom: --export needs --public-key", file=sys.stderr)
+            print("strongroom: --export/--file needs --public-key", file=sys.stderr)
             return EXIT_USAGE
         try:
             public_key = public_key_from_pem(Path(args.public_key).read_bytes())
@@ -341,22 +341,115 @@ def cmd_audit(settings: Settings, args: argparse.Namespace) -> int:
             print("nothing new to checkpoint" if signed is None else
                   f"checkpoint at {signed.checkpoint.tree_size} events, root {signed.checkpoint.root_hash.hex()}")
             return EXIT_OK
-        async with write_transaction(session):
-            exported.extend(await export_events(session, EventQuery(subject_id=args.customer), key,
-                                                settings.resolved_checkpoint_sink))
-        return EXIT_OK
+        if args.audit_command == "export":
+            return await _audit_export(session, settings, key, EventQuery(subject_id=args.customer), args)
+        return await _audit_retention(session, settings, key, args)
 
-    exported: list[str] = []
     try:
-        status = _run(lambda: _with_session(settings, work))
+        return _run(lambda: _with_session(settings, work))
     except (OSError, SQLAlchemyError) as exc:
         print(f"strongroom: cannot reach the database: {type(exc).__name__}", file=sys.stderr)
         return EXIT_USAGE
-    if args.audit_command == "export":
-        Path(args.out).write_text("".join(line if line.endswith("\n") else line + "\n" for line in exported),
-                                  encoding="utf-8")
-        print(f"exported {len(exported)} lines to {args.out}")
-    return status
+
+
+def _cli_actor() -> Any:
+    from server.security.principal import system_principal
+    from server.services.records import actor_of
+
+    return actor_of(system_principal("cli"))
+
+
+def _open_for_writing(path: Path) -> TextIO:
+    return path.open("w", encoding="utf-8", newline="")
+
+
+async def _audit_export(session: Any, settings: Settings, key: Any, query: Any, args: argparse.Namespace) -> int:
+    """Write a verifiable export (JSONL or CSV) to ``args.out``, streaming; the export is recorded first."""
+    from dataclasses import asdict
+
+    from server.audit import store, trail
+    from server.audit.export import csv_header, csv_row
+    from server.audit.sealer import seal_pending
+    from server.audit.tags import AuditAction
+    from server.db import write_transaction
+
+    async with write_transaction(session):
+        await trail.record(session, action=AuditAction.EXPORT, actor=_cli_actor(), entity="audit",
+                           subject_id=query.subject_id,
+                           after={**{k: str(v) for k, v in asdict(query).items()
+                                     if v is not None and k not in {"limit", "before_seq"}}, "format": args.format})
+    await seal_pending(session)
+    async with write_transaction(session):
+        plan = await store.prepare_export(session, query, key, settings.resolved_checkpoint_sink)
+    count = 0
+    with _open_for_writing(Path(args.out)) as handle:
+        async with session.begin():
+            if args.format == "csv":
+                handle.write(csv_header())
+            async for line in store.export_lines(session, plan, key):
+                handle.write(csv_row(line) if args.format == "csv" else line)
+                count += 1
+    print(f"exported {count} lines to {args.out}")
+    return EXIT_OK
+
+
+def _aware_time(option: str, value: str | None) -> Any:
+    from datetime import datetime
+
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ValueError(f"{option} must be an RFC 3339 time with an offset, e.g. 2026-01-01T00:00:00Z")
+    return moment
+
+
+async def _audit_retention(session: Any, settings: Settings, key: Any, args: argparse.Namespace) -> int:
+    """``audit archive``, ``audit archives`` and ``audit hold ...``, as the operator (each recorded)."""
+    from server.audit import retention
+    from server.db import write_transaction
+
+    if args.audit_command == "archives":
+        async with session.begin():
+            _print_rows(await retention.list_archives(session))
+        return EXIT_OK
+    if args.audit_command == "hold":
+        if args.hold_command == "list":
+            async with session.begin():
+                _print_rows(await retention.list_holds(session, active_only=not args.all))
+            return EXIT_OK
+        async with write_transaction(session):
+            if args.hold_command == "place":
+                hold = await retention.place_hold(
+                    session, actor=_cli_actor(), reason=args.reason, subject_id=args.customer,
+                    since=_aware_time("--since", args.since), until=_aware_time("--until", args.until))
+            else:
+                hold = await retention.release_hold(session, args.hold_id, actor=_cli_actor(), reason=args.reason)
+        print(f"legal hold {hold['id']} {'placed' if hold['active'] else 'released'}")
+        return EXIT_OK
+    directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
+    if args.dry_run:
+        async with session.begin():
+            plan = await retention.plan_archive(
+                session, cutoff=retention.expiry_cutoff(settings.audit_retention_days),
+                max_events=settings.audit_archive_max_events)
+        print(f"would archive {plan.events} event(s) ({plan.first_seq}..{plan.last_seq}); stops: {plan.stopped_by}"
+              + (f" (legal hold {plan.hold_id})" if plan.hold_id else ""))
+        return EXIT_OK
+    async for outcome in retention.archive_expired(
+            session, signing_key=key, directory=directory, retention_days=settings.audit_retention_days,
+            actor=_cli_actor(), max_events=settings.audit_archive_max_events, sink=settings.resolved_checkpoint_sink):
+        if isinstance(outcome, retention.ArchivePlan):
+            print(f"nothing more to archive: the retained trail starts at seq {outcome.first_seq}; stops: "
+                  f"{outcome.stopped_by}" + (f" (legal hold {outcome.hold_id})" if outcome.hold_id else ""))
+        else:
+            details = outcome.details
+            print(f"archive {details['archive']}: events {details['first_seq']}..{details['last_seq']} "
+                  f"({details['events']}) -> {outcome.path} sha256 {details['sha256']}")
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -458,21 +551,42 @@ def build_parser() -> argparse.ArgumentParser:
     client_disable = client_commands.add_parser("disable", help="disable a client and revoke its tokens")
     client_disable.add_argument("client_id")
 
-    audit = commands.add_parser("audit", help="verify, checkpoint and export the audit trail")
+    audit = commands.add_parser("audit", help="verify, checkpoint, export and archive the audit trail")
     audit.set_defaults(handler=cmd_audit)
     audit_commands = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     verify = audit_commands.add_parser("verify", help="verify the trail (exit 0 intact, 1 broken, 2 usage/I-O)")
     verify.add_argument("--from", dest="first", type=int, default=1, help="first sequence number")
     verify.add_argument("--to", dest="last", type=int, help="last sequence number")
-    verify.add_argument("--export", help="verify this export file offline instead of the database")
-    verify.add_argument("--public-key", help="PEM public key for --export")
+    verify.add_argument("--export", "--file", dest="export",
+                        help="verify this export or archive file (JSONL or CSV) offline instead of the database")
+    verify.add_argument("--public-key", help="PEM public key for --export/--file")
     audit_commands.add_parser("checkpoint", help="sign a checkpoint of the events so far")
-    export = audit_commands.add_parser("export", help="export events with proofs")
-    export.add_argument("--out", required=True, help="output file (JSON lines)")
+    export = audit_commands.add_parser("export", help="export events with proofs (recorded)")
+    export.add_argument("--out", required=True, help="output file")
     export.add_argument("--customer", help="only events about this customer and its records")
+    export.add_argument("--format", choices=("jsonl", "csv"), default="jsonl", help="JSON lines (default) or CSV")
     audit_commands.add_parser("public-key", help="print the checkpoint public key (PEM)")
+    archive = audit_commands.add_parser(
+        "archive", help="move expired, un-held events to verifiable archive files (PostgreSQL: as schema owner)")
+    archive.add_argument("--dry-run", action="store_true", help="only say what would be archived")
+    audit_commands.add_parser("archives", help="list the archives made")
+    hold = audit_commands.add_parser("hold", help="legal holds: keep matching events from being archived")
+    hold_commands = hold.add_subparsers(dest="hold_command", required=True, metavar="ACTION")
+    hold_place = hold_commands.add_parser("place", help="place a hold (by customer and/or time range)")
+    hold_place.add_argument("--reason", required=True, help="why (case, matter, request)")
+    hold_place.add_argument("--customer", help="hold events about this customer and its records")
+    hold_place.add_argument("--since", help="hold events recorded at or after this RFC 3339 time")
+    hold_place.add_argument("--until", help="hold events recorded before this RFC 3339 time")
+    hold_release = hold_commands.add_parser("release", help="release a hold")
+    hold_release.add_argument("hold_id", type=int)
+    hold_release.add_argument("--reason", required=True)
+    hold_list = hold_commands.add_parser("list", help="list active holds")
+    hold_list.add_argument("--all", action="store_true", help="also released holds")
 
     add_key_commands(commands)
+    from server.ops.backup_cli import add_backup_commands
+
+    add_backup_commands(commands)
     # The erase command runs through the erasure service, so the operator's erasure is audited like the API's.
     commands.choices["erase"].set_defaults(handler=cmd_erase)
 

@@ -8,7 +8,6 @@ with a message naming the setting.
 from __future__ import annotations
 
 import ipaddress
-
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -70,6 +69,48 @@ def _database_url(name: str, raw: Any) -> str:
     return value
 
 
+BACKUP_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def backup_schedule_parts(text: str) -> tuple[str, int | None, int, int] | None:
+    """Split a backup schedule into (kind, weekday 0-6 or None, hour, minute); None for ``off``.
+
+    The forms are ``off``, ``hourly :MM``, ``daily HH:MM`` and ``weekly DAY HH:MM`` (DAY ``mon``..``sun``,
+    24-hour server local time); server/ops/backup/schedule.py turns the parts into due times.
+
+    Raises:
+        ValueError: Not one of those forms.
+    """
+    words = text.lower().split()
+    if words == ["off"]:
+        return None
+    if len(words) == 2 and words[0] == "hourly" and words[1].startswith(":"):
+        kind, weekday, clock = "hourly", None, "00" + words[1]
+    elif len(words) == 2 and words[0] == "daily":
+        kind, weekday, clock = "daily", None, words[1]
+    elif len(words) == 3 and words[0] == "weekly" and words[1] in BACKUP_WEEKDAYS:
+        kind, weekday, clock = "weekly", BACKUP_WEEKDAYS.index(words[1]), words[2]
+    else:
+        raise ValueError(f"not a backup schedule: {text!r}")
+    hour, _, minute = clock.partition(":")
+    if not (len(hour) == len(minute) == 2 and (hour + minute).isascii() and (hour + minute).isdigit()
+            and int(hour) < 24 and int(minute) < 60):
+        raise ValueError(f"not a backup schedule: {text!r}")
+    return kind, weekday, int(hour), int(minute)
+
+
+def _backup_schedule(name: str, raw: Any) -> str:
+    value = " ".join(_text(name, raw).lower().split())
+    try:
+        backup_schedule_parts(value)
+    except ValueError:
+        raise SettingsError(
+            f"{ENV_PREFIX}{name.upper()}: expected 'off', 'hourly :MM', 'daily HH:MM' or 'weekly DAY HH:MM' "
+            f"(DAY mon..sun, 24-hour time), got {raw!r}"
+        ) from None
+    return value
+
+
 def _proxy_networks(name: str, raw: Any) -> str:
     text = str(raw).strip()
     for entry in filter(None, (part.strip() for part in text.split(","))):
@@ -121,6 +162,44 @@ class Settings:
         "Which reads are audited: `sensitive` (reads showing personal or sensitive fields in clear, every reveal "
         "and export) or `all` (also reads showing only public or masked fields).",
     )
+    # Audit retention (docs/audit.md#retention): read by `strongroom audit archive`; legal holds override it.
+    audit_retention_days: int = _setting(
+        _int_between(1, 36500), 180,
+        "Days an audit event stays in the database before `strongroom audit archive` moves it to a verifiable "
+        "archive file (180: MLPS 2.0 minimum; 2190: HIPAA's six years). Events under a legal hold stay longer.",
+    )
+    audit_archive_dir: str = _setting(
+        _text, "", "Directory that receives audit archive files; default `<data_dir>/audit-archive`."
+    )
+    audit_archive_max_events: int = _setting(
+        _int_between(1000, 10_000_000), 1_000_000,
+        "Most events per archive file; a larger backlog is archived in several files (about 100 bytes of memory "
+        "per event while one is written).",
+    )
+
+    # --- Backups and the erasure ledger (issue 6; server/ops/backup) --------------------------------------
+    backup_dir: str = _setting(
+        _text, "", "Directory `strongroom backup` writes to and prunes; default `<data_dir>/backups`."
+    )
+    backup_schedule: str = _setting(
+        _backup_schedule, "off",
+        "When `strongroom serve` itself takes a backup (then prunes): `off`, `hourly :MM`, `daily HH:MM` or "
+        "`weekly DAY HH:MM`, server local time. Leave `off` where a timer or CronJob runs the backups.",
+    )
+    backup_keep_daily: int = _setting(
+        _int_between(0, 3660), 7, "`backup prune` keeps the newest backup of each of this many recent days."
+    )
+    backup_keep_weekly: int = _setting(
+        _int_between(0, 520), 4, "`backup prune` keeps the newest backup of each of this many recent ISO weeks."
+    )
+    backup_keep_monthly: int = _setting(
+        _int_between(0, 1200), 12, "`backup prune` keeps the newest backup of each of this many recent months."
+    )
+    erasure_ledger_path: str = _setting(
+        _text, "",
+        "The erasure ledger file (must be writable by the server and kept with the keys, apart from the "
+        "database); default `<keys_dir>/erasure-ledger.jsonl`.",
+    )
 
     @property
     def resolved_database_url(self) -> str:
@@ -139,6 +218,17 @@ class Settings:
         """Where checkpoint copies are appended."""
         return Path(self.audit_checkpoint_sink) if self.audit_checkpoint_sink else Path(self.data_dir) / \
             "audit-checkpoints.log"
+
+    @property
+    def resolved_backup_dir(self) -> Path:
+        """Where backups are written and pruned."""
+        return Path(self.backup_dir) if self.backup_dir else Path(self.data_dir) / "backups"
+
+    @property
+    def resolved_erasure_ledger_path(self) -> Path:
+        """The erasure ledger file (beside the keyring unless set)."""
+        return Path(self.erasure_ledger_path) if self.erasure_ledger_path else \
+            self.resolved_keys_dir / "erasure-ledger.jsonl"
 
     @property
     def is_sqlite(self) -> bool:

@@ -43,13 +43,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import csv
 import hashlib
+import io
 import json
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import pairwise
+from itertools import chain, pairwise
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
@@ -65,6 +67,14 @@ FORMAT: Final = "strongroom-audit-export"
 VERSION: Final = 1
 _MANIFEST_PREFIX: Final = b"strongroom-audit-export\n"
 _HEX_HASH: Final = re.compile(r"[0-9a-f]{64}")
+# CSV form (:func:`csv_rows`): one row per JSONL line, the line itself in the last column, and for event lines the
+# event's content spread over readable columns.
+CSV_COLUMNS: Final = ("type", "seq", "ts", "actor_type", "actor_id", "actor_name", "actor_roles", "action", "entity",
+                      "entity_id", "fields", "outcome", "reason", "before", "after", "request_id", "client_address",
+                      "user_agent", "hash", "line")
+_CSV_EVENT_KEYS: Final = CSV_COLUMNS[1:-2]
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP "CSV injection").
+_FORMULA_STARTS: Final = ("=", "+", "-", "@", "\t", "\r")
 
 ExportProblem = Literal[
     "altered", "deleted", "inserted", "reordered", "truncated", "signature", "inconsistent", "malformed"
@@ -128,6 +138,134 @@ class ExportReport:
     complete: bool = False
 
 
+class ExportWriter:
+    """Writes an export one line at a time, so a caller can stream events from a database cursor.
+
+    Call :meth:`opening` once (header, checkpoints, consistency proofs), :meth:`event` for each event in seq
+    order, then :meth:`closing` once (the signed trailer). :func:`build_export` does all three over an iterable.
+    """
+
+    def __init__(
+        self,
+        proofs: ProofSource,
+        checkpoints: Sequence[SignedCheckpoint],
+        *,
+        selection: Mapping[str, JSONValue] | str,
+        created: str,
+        seq_range: tuple[int, int] | None = None,
+        signing_key: Ed25519PrivateKey | None = None,
+    ) -> None:
+        """Check the inputs; see :func:`build_export` for the arguments.
+
+        Raises:
+            ValueError: If the checkpoints are empty, unordered or from different keys, or an argument is malformed.
+        """
+        if not checkpoints:
+            raise ValueError("an export needs at least one checkpoint")
+        sizes = [signed.checkpoint.tree_size for signed in checkpoints]
+        if sizes != sorted(set(sizes)):
+            raise ValueError("checkpoints must have distinct tree sizes, ascending")
+        signer_id = checkpoints[-1].checkpoint.key_id
+        if any(signed.checkpoint.key_id != signer_id for signed in checkpoints):
+            raise ValueError("all checkpoints of one export must be signed by the same key")
+        if signing_key is not None and key_id(signing_key.public_key()) != signer_id:
+            raise ValueError("the trailer must be signed by the key that signed the checkpoints")
+        parse_timestamp(created)
+        json.loads(json.dumps(selection), parse_float=_no_float, parse_constant=_no_float)  # what verify will accept
+        if seq_range is not None and not 1 <= seq_range[0] <= seq_range[1]:
+            raise ValueError("seq_range must be (first, last) with 1 <= first <= last")
+        self._proofs = proofs
+        self._checkpoints = list(checkpoints)
+        self._selection = selection
+        self._created = created
+        self._seq_range = seq_range
+        self._signing_key = signing_key
+        self._signer_id = signer_id
+        self.tree_size = sizes[-1]
+        self._digest = hashlib.sha256()
+        self._line_count = 0
+        self._event_count = 0
+        self._last_seq = 0 if seq_range is None else seq_range[0] - 1
+
+    def _emit(self, record: Mapping[str, object]) -> str:
+        line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
+        self._digest.update(line.encode("utf-8"))
+        self._line_count += 1
+        return line
+
+    def opening(self) -> list[str]:
+        """The header, the checkpoints and the consistency proofs between them."""
+        seq_range = self._seq_range
+        lines = [self._emit({
+            "type": "header",
+            "format": FORMAT,
+            "version": VERSION,
+            "origin": ORIGIN,
+            "key_id": self._signer_id,
+            "created": self._created,
+            "filter": self._selection,
+            "complete": seq_range is not None,
+            "seq_range": list(seq_range) if seq_range is not None else None,
+        })]
+        for signed in self._checkpoints:
+            lines.append(self._emit({
+                "type": "checkpoint",
+                "body": signed.checkpoint.body().decode("ascii"),
+                "signature": base64.b64encode(signed.signature).decode("ascii"),
+            }))
+        sizes = [signed.checkpoint.tree_size for signed in self._checkpoints]
+        for first, second in pairwise(sizes):
+            proof = self._proofs.consistency_proof(first, second)
+            lines.append(self._emit({"type": "consistency", "first": first, "second": second,
+                                     "proof": [n.hex() for n in proof]}))
+        return lines
+
+    def event(self, row: ChainRow) -> str:
+        """One event line, with its inclusion proof against the last checkpoint.
+
+        Raises:
+            ValueError: If the event is out of order, beyond the last checkpoint, or leaves a gap in a complete export.
+        """
+        seq, canonical, prev_hash, event_hash = row
+        seq_range = self._seq_range
+        if seq <= self._last_seq or (seq_range is not None and seq != self._last_seq + 1):
+            raise ValueError(f"event seq {seq} out of order or missing events after {self._last_seq}")
+        if seq > self.tree_size:
+            raise ValueError(f"event seq {seq} is beyond the last checkpoint (size {self.tree_size}); checkpoint first")
+        self._last_seq = seq
+        self._event_count += 1
+        return self._emit({
+            "type": "event",
+            "seq": seq,
+            "canonical": base64.b64encode(canonical).decode("ascii"),
+            "prev_hash": prev_hash.hex(),
+            "hash": event_hash.hex(),
+            "leaf_index": seq - 1,
+            "tree_size": self.tree_size,
+            "proof": [n.hex() for n in self._proofs.inclusion_proof(seq - 1, self.tree_size)],
+        })
+
+    def closing(self) -> list[str]:
+        """The signed trailer (nothing without a signing key).
+
+        Raises:
+            ValueError: If a complete export did not reach the end of its range.
+        """
+        if self._seq_range is not None and self._last_seq != self._seq_range[1]:
+            raise ValueError(f"complete export ends at seq {self._last_seq}, not {self._seq_range[1]}")
+        if self._signing_key is None:
+            return []
+        digest_hex = self._digest.hexdigest()
+        signature = self._signing_key.sign(_manifest(self._line_count, self._event_count, digest_hex))
+        return [self._emit({
+            "type": "trailer",
+            "lines": self._line_count,
+            "events": self._event_count,
+            "digest": digest_hex,
+            "signature": base64.b64encode(signature).decode("ascii"),
+        })]
+
+
 def build_export(
     events: Iterable[ChainRow],
     proofs: ProofSource,
@@ -162,92 +300,12 @@ def build_export(
         ValueError: If the checkpoints are empty, unordered or from different keys, an event lies beyond the
             last checkpoint, events are out of order, or a complete export misses an event of its range.
     """
-    if not checkpoints:
-        raise ValueError("an export needs at least one checkpoint")
-    sizes = [signed.checkpoint.tree_size for signed in checkpoints]
-    if sizes != sorted(set(sizes)):
-        raise ValueError("checkpoints must have distinct tree sizes, ascending")
-    signer_id = checkpoints[-1].checkpoint.key_id
-    if any(signed.checkpoint.key_id != signer_id for signed in checkpoints):
-        raise ValueError("all checkpoints of one export must be signed by the same key")
-    if signing_key is not None and key_id(signing_key.public_key()) != signer_id:
-        raise ValueError("the trailer must be signed by the key that signed the checkpoints")
-    parse_timestamp(created)
-    json.loads(json.dumps(selection), parse_float=_no_float, parse_constant=_no_float)  # what verify will accept
-    if seq_range is not None and not 1 <= seq_range[0] <= seq_range[1]:
-        raise ValueError("seq_range must be (first, last) with 1 <= first <= last")
-    tree_size = sizes[-1]
-
-    digest = hashlib.sha256()
-    line_count = 0
-
-    def emit(record: Mapping[str, object]) -> str:
-        nonlocal line_count
-        line = json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n"
-        digest.update(line.encode("utf-8"))
-        line_count += 1
-        return line
-
-    yield emit(
-        {
-            "type": "header",
-            "format": FORMAT,
-            "version": VERSION,
-            "origin": ORIGIN,
-            "key_id": signer_id,
-            "created": created,
-            "filter": selection,
-            "complete": seq_range is not None,
-            "seq_range": list(seq_range) if seq_range is not None else None,
-        }
-    )
-    for signed in checkpoints:
-        yield emit(
-            {
-                "type": "checkpoint",
-                "body": signed.checkpoint.body().decode("ascii"),
-                "signature": base64.b64encode(signed.signature).decode("ascii"),
-            }
-        )
-    for first, second in pairwise(sizes):
-        proof = proofs.consistency_proof(first, second)
-        yield emit({"type": "consistency", "first": first, "second": second, "proof": [n.hex() for n in proof]})
-
-    event_count = 0
-    last_seq = 0 if seq_range is None else seq_range[0] - 1
-    for seq, canonical, prev_hash, event_hash in events:
-        if seq <= last_seq or (seq_range is not None and seq != last_seq + 1):
-            raise ValueError(f"event seq {seq} out of order or missing events after {last_seq}")
-        if seq > tree_size:
-            raise ValueError(f"event seq {seq} is beyond the last checkpoint (size {tree_size}); checkpoint first")
-        last_seq = seq
-        event_count += 1
-        yield emit(
-            {
-                "type": "event",
-                "seq": seq,
-                "canonical": base64.b64encode(canonical).decode("ascii"),
-                "prev_hash": prev_hash.hex(),
-                "hash": event_hash.hex(),
-                "leaf_index": seq - 1,
-                "tree_size": tree_size,
-                "proof": [n.hex() for n in proofs.inclusion_proof(seq - 1, tree_size)],
-            }
-        )
-    if seq_range is not None and last_seq != seq_range[1]:
-        raise ValueError(f"complete export ends at seq {last_seq}, not {seq_range[1]}")
-    if signing_key is not None:
-        digest_hex = digest.hexdigest()
-        signature = signing_key.sign(_manifest(line_count, event_count, digest_hex))
-        yield emit(
-            {
-                "type": "trailer",
-                "lines": line_count,
-                "events": event_count,
-                "digest": digest_hex,
-                "signature": base64.b64encode(signature).decode("ascii"),
-            }
-        )
+    writer = ExportWriter(proofs, checkpoints, selection=selection, created=created, seq_range=seq_range,
+                          signing_key=signing_key)
+    yield from writer.opening()
+    for row in events:
+        yield writer.event(row)
+    yield from writer.closing()
 
 
 def write_export(path: str | os.PathLike[str], lines: Iterable[str]) -> None:
@@ -271,7 +329,8 @@ def verify_export(
 
     Checks the checkpoint signatures, consistency between successive checkpoints, each event's inclusion
     proof and seal, the hash chain across consecutive events, order, completeness of a complete export, and
-    the signed trailer over the whole file.
+    the signed trailer over the whole file. A CSV export (:func:`csv_rows`) is recognised by its header row; its
+    ``line`` column is verified as the JSONL file, and every readable column must say what the verified line says.
 
     Args:
         source: A path to the file, or its lines (an iterable of ``str``, trailing ``\\n`` optional).
@@ -289,14 +348,112 @@ def verify_export(
     try:
         if isinstance(source, str | os.PathLike):
             with Path(source).open(encoding="utf-8", newline="") as handle:
-                verifier.run(handle)
+                verifier.run(_jsonl_lines(handle, verifier))
         else:
-            verifier.run(source)
+            verifier.run(_jsonl_lines(source, verifier))
     except _Failed as failure:
         return failure.report
     except UnicodeDecodeError:
         return verifier.report("malformed", None, "the file is not UTF-8")
     return verifier.report(None, None, "intact")
+
+
+def csv_cell(value: str) -> str:
+    """A cell that a spreadsheet shows as text: one starting with ``= + - @``, tab or CR gets a leading ``'``."""
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _readable_cells(canonical: bytes) -> list[str]:
+    """The readable columns of an event row, from its canonical bytes (lists space-separated, objects as JSON)."""
+    event = json.loads(canonical)
+    if not isinstance(event, dict):
+        raise TypeError("an event is a JSON object")
+    cells: list[str] = []
+    for key in _CSV_EVENT_KEYS:
+        value = event.get(key)
+        if value is None:
+            cells.append("")
+        elif isinstance(value, list):
+            cells.append(" ".join(str(item) for item in value))
+        elif isinstance(value, dict):
+            cells.append(json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
+        else:
+            cells.append(str(value))
+    return [csv_cell(cell) for cell in cells]
+
+
+def _csv_record(cells: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\r\n").writerow(cells)
+    return buffer.getvalue()
+
+
+def csv_header() -> str:
+    """The header record of the CSV form."""
+    return _csv_record(CSV_COLUMNS)
+
+
+def csv_row(line: str) -> str:
+    """The CSV record of one JSONL export line (see :func:`csv_rows`)."""
+    text = line[:-1] if line.endswith("\n") else line
+    record = json.loads(text)
+    if record["type"] == "event":
+        readable = _readable_cells(base64.b64decode(record["canonical"]))
+        return _csv_record(["event", *readable, record["hash"], text])
+    return _csv_record([record["type"], *[""] * (len(CSV_COLUMNS) - 2), text])
+
+
+def csv_rows(lines: Iterable[str]) -> Iterator[str]:
+    """The CSV form of an export: a header row, then one row per line of the JSONL export, in the same order.
+
+    The last column, ``line``, holds the JSONL line itself (without its newline), so the CSV verifies offline
+    exactly as the JSONL does, checkpoints, proofs and signed trailer included (the checkpoint rows come first,
+    the trailer row last). Event rows also spread the event over readable columns (``actor_roles`` and
+    ``fields`` space-separated, ``before`` and ``after`` as JSON, null as empty); the verifier checks each of
+    them against the signed line, so an edited cell is caught. Every cell that a spreadsheet would run as a
+    formula is prefixed with ``'``. Rows end in CRLF (RFC 4180).
+
+    Args:
+        lines: Lines from :func:`build_export` or :class:`ExportWriter`.
+
+    Yields:
+        CSV records, each ending in ``\\r\\n``.
+    """
+    yield csv_header()
+    for line in lines:
+        yield csv_row(line)
+
+
+def _jsonl_lines(lines: Iterable[str], verifier: _ExportVerifier) -> Iterator[str]:
+    """The JSONL lines of an export file, which may be in the CSV form."""
+    iterator = iter(lines)
+    first = next(iterator, None)
+    if first is None:
+        return
+    rest = chain([first], iterator)
+    if first.rstrip("\r\n") != ",".join(CSV_COLUMNS):
+        yield from rest
+        return
+    reader = csv.reader(rest)
+    next(reader)
+    for number, cells in enumerate(reader, start=1):
+        if len(cells) != len(CSV_COLUMNS):
+            raise verifier.fail("malformed", None, f"CSV record {number} does not have {len(CSV_COLUMNS)} columns")
+        kind, readable, line = cells[0], cells[1:-1], cells[-1]
+        if kind == "event":
+            try:
+                record = json.loads(line)
+                expected = _readable_cells(base64.b64decode(record["canonical"], validate=True))
+                seq = record.get("seq")
+            except (ValueError, TypeError, KeyError, binascii.Error, RecursionError):
+                yield line  # the verifier names what is wrong with the line itself
+                continue
+            if readable != [*expected, record.get("hash")]:
+                detail = f"CSV record {number}: the readable columns of event {seq} do not match its signed content"
+                raise verifier.fail("altered", seq if type(seq) is int else None, detail)
+        elif any(readable):
+            raise verifier.fail("altered", None, f"CSV record {number}: a {kind!r} row has readable cells")
+        yield line
 
 
 def _manifest(lines: int, events: int, digest_hex: str) -> bytes:

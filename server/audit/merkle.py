@@ -60,24 +60,128 @@ def root_hash(leaf_hashes: Iterable[bytes]) -> bytes:
     Raises:
         ValueError: If a leaf hash is not 32 bytes.
     """
-    sha256 = hashlib.sha256
-    # stack holds the roots of complete subtrees, largest first: exactly the set bits of the count so far.
-    stack: list[bytes] = []
-    for count, value in enumerate(leaf_hashes, start=1):
-        if len(value) != HASH_SIZE:
-            raise ValueError("leaf hashes must be 32 bytes")
-        node = bytes(value)
-        carry = count
-        while not carry & 1:
-            node = sha256(_NODE + stack.pop() + node).digest()
-            carry >>= 1
-        stack.append(node)
-    if not stack:
-        return EMPTY_ROOT
-    node = stack.pop()
-    while stack:
-        node = sha256(_NODE + stack.pop() + node).digest()
-    return node
+    compact = CompactRange()
+    compact.extend(leaf_hashes)
+    return compact.root()
+
+
+class CompactRange:
+    """The compact range ``[0, size)`` of the tree: the roots of its largest complete subtrees, and nothing else.
+
+    A tree of ``size`` leaves splits into one complete subtree per set bit of ``size`` (largest first, left to
+    right): those few hashes (at most 64) are all that is needed to compute the root of this tree and, with the
+    later leaves, of every larger tree and every proof about the later leaves. So the trail's Merkle state after
+    an archive (whose leaves have left the database) and after a checkpoint (so the next one only hashes the new
+    leaves) is one :class:`CompactRange`.
+    """
+
+    __slots__ = ("_by_height", "_size")
+
+    def __init__(self, size: int = 0, nodes: Sequence[bytes] = ()) -> None:
+        """A compact range from stored state.
+
+        Args:
+            size: The number of leaves it covers.
+            nodes: The subtree roots, largest first: one per set bit of ``size``.
+
+        Raises:
+            ValueError: If ``size`` is out of range, or the nodes do not match its set bits or are not 32 bytes.
+        """
+        if type(size) is not int or not 0 <= size <= MAX_TREE_SIZE:
+            raise ValueError(f"compact range size {size!r} out of range")
+        heights = [height for height in range(size.bit_length() - 1, -1, -1) if size >> height & 1]
+        if len(nodes) != len(heights) or any(len(node) != HASH_SIZE for node in nodes):
+            raise ValueError(f"a compact range of size {size} has {len(heights)} nodes of 32 bytes")
+        self._size = size
+        self._by_height: dict[int, bytes] = {height: bytes(node) for height, node in zip(heights, nodes, strict=True)}
+
+    @classmethod
+    def from_bytes(cls, size: int, packed: bytes) -> CompactRange:
+        """A compact range from :meth:`to_bytes` output (nodes concatenated, largest first)."""
+        if len(packed) % HASH_SIZE:
+            raise ValueError("packed compact range is not a whole number of hashes")
+        return cls(size, [packed[i : i + HASH_SIZE] for i in range(0, len(packed), HASH_SIZE)])
+
+    @property
+    def size(self) -> int:
+        """The number of leaves covered."""
+        return self._size
+
+    @property
+    def nodes(self) -> list[bytes]:
+        """The subtree roots, largest (leftmost) first."""
+        return [self._by_height[height] for height in sorted(self._by_height, reverse=True)]
+
+    def by_height(self) -> dict[int, bytes]:
+        """The subtree roots keyed by height (the root of ``2**h`` leaves is at ``h``)."""
+        return dict(self._by_height)
+
+    def to_bytes(self) -> bytes:
+        """The nodes concatenated, largest first (the stored form; the size is stored beside it)."""
+        return b"".join(self.nodes)
+
+    def copy(self) -> CompactRange:
+        """An independent copy."""
+        return CompactRange(self._size, self.nodes)
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        """Append leaves, hashing level by level like binary addition: n new leaves cost about n hashes.
+
+        Args:
+            leaf_hashes: The new leaves' hashes, in order.
+
+        Raises:
+            ValueError: If a leaf hash is not 32 bytes.
+        """
+        level = bytearray()
+        for value in leaf_hashes:
+            if len(value) != HASH_SIZE:
+                raise ValueError("leaf hashes must be 32 bytes")
+            level += value
+        if not level:
+            return
+        if self._size + len(level) // HASH_SIZE > MAX_TREE_SIZE:
+            raise ValueError("compact range would exceed the maximum tree size")
+        position = self._size  # index, at the current height, of the first node of ``level``
+        self._size += len(level) // HASH_SIZE
+        sha256 = hashlib.sha256
+        by_height = self._by_height
+        height = 0
+        while level:
+            if position & 1:  # the first new node's left sibling is the stored subtree root at this height
+                level[0:0] = by_height.pop(height)
+                position -= 1
+            if len(level) // HASH_SIZE & 1:  # an unpaired last node is a complete subtree of the new size
+                by_height[height] = bytes(level[-HASH_SIZE:])
+                del level[-HASH_SIZE:]
+            level = bytearray().join(
+                sha256(_NODE + level[i : i + 2 * HASH_SIZE]).digest() for i in range(0, len(level), 2 * HASH_SIZE)
+            )
+            position >>= 1
+            height += 1
+
+    def append(self, value: bytes) -> None:
+        """Append one leaf hash."""
+        self.extend((value,))
+
+    def root(self) -> bytes:
+        """The root of the tree of :attr:`size` leaves (:data:`EMPTY_ROOT` when empty)."""
+        nodes = self.nodes
+        if not nodes:
+            return EMPTY_ROOT
+        node = nodes.pop()
+        while nodes:
+            node = node_hash(nodes.pop(), node)
+        return node
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, CompactRange) and (self._size, self._by_height) == (other._size, other._by_height)
+
+    def __hash__(self) -> int:
+        return hash((self._size, self.to_bytes()))
+
+    def __repr__(self) -> str:
+        return f"CompactRange(size={self._size}, root={self.root().hex()[:16]}...)"
 
 
 class MerkleTree:
@@ -85,20 +189,33 @@ class MerkleTree:
 
     Level ``h`` holds the roots of the complete subtrees of ``2**h`` leaves, packed 32 bytes each, so a tree
     of n leaves takes about 64 * n bytes (64 MB for a million events). Building it costs n - 1 hashes.
+
+    A tree may start after a pruned prefix (archived events): given the :class:`CompactRange` of the first
+    ``prefix.size`` leaves, it holds those few subtree roots instead of the leaves. Every root of a size at least
+    ``prefix.size``, every inclusion proof of a later leaf and every consistency proof from a size at least
+    ``prefix.size`` needs only those roots and the later leaves (each node such a proof uses either lies after
+    the prefix, straddles its end and is computed from them, or is one of them), so all of these work as before;
+    asking for anything inside the prefix raises :class:`PrunedError`.
     """
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_levels", "_start")
 
-    def __init__(self, leaf_hashes: Iterable[bytes] = ()) -> None:
+    def __init__(self, leaf_hashes: Iterable[bytes] = (), *, prefix: CompactRange | None = None) -> None:
         """Build the tree.
 
         Args:
-            leaf_hashes: The leaf hashes in leaf order.
+            leaf_hashes: The leaf hashes in leaf order (after the prefix, if one is given).
+            prefix: The compact range of the pruned first leaves; none by default.
 
         Raises:
             ValueError: If a leaf hash is not 32 bytes.
         """
-        base = bytearray()
+        start = prefix.size if prefix is not None else 0
+        self._start = start
+        stored = prefix.by_height() if prefix is not None else {}
+        # Level h starts at node index (start >> h) & ~1: its first node is the prefix's subtree root of height h
+        # when bit h of start is set (that root is the left sibling of the first node after the prefix).
+        base = bytearray(stored.get(0, b""))
         for value in leaf_hashes:
             if len(value) != HASH_SIZE:
                 raise ValueError("leaf hashes must be 32 bytes")
@@ -106,19 +223,29 @@ class MerkleTree:
         self._levels: list[bytearray] = [base]
         sha256 = hashlib.sha256
         level = base
-        while len(level) >= 2 * HASH_SIZE:
+        height = 0
+        while len(level) >= 2 * HASH_SIZE or start >> (height + 1):
             pairs = len(level) // (2 * HASH_SIZE) * 2 * HASH_SIZE
             # A pair of adjacent 32-byte children is already the 64-byte "left || right" the parent hashes.
-            parent = bytearray().join(
+            parent = bytearray(stored.get(height + 1, b"")) + bytearray().join(
                 sha256(_NODE + level[i : i + 2 * HASH_SIZE]).digest() for i in range(0, pairs, 2 * HASH_SIZE)
             )
             self._levels.append(parent)
             level = parent
+            height += 1
 
     @property
     def size(self) -> int:
-        """The number of leaves."""
-        return len(self._levels[0]) // HASH_SIZE
+        """The number of leaves, the pruned prefix included."""
+        return (self._start & ~1) + len(self._levels[0]) // HASH_SIZE
+
+    @property
+    def start(self) -> int:
+        """The number of pruned leaves (0 for a whole tree): the first leaf this tree holds."""
+        return self._start
+
+    def _base(self, height: int) -> int:
+        return (self._start >> height) & ~1
 
     def append(self, value: bytes) -> None:
         """Add one leaf hash at the end, updating the complete subtrees it finishes (O(log n) hashes).
@@ -137,7 +264,8 @@ class MerkleTree:
         height = 0
         while index & 1:
             level = levels[height]
-            node = hashlib.sha256(_NODE + level[(index - 1) * HASH_SIZE : (index + 1) * HASH_SIZE]).digest()
+            slot = index - self._base(height)
+            node = hashlib.sha256(_NODE + level[(slot - 1) * HASH_SIZE : (slot + 1) * HASH_SIZE]).digest()
             height += 1
             if height == len(levels):
                 levels.append(bytearray())
@@ -146,43 +274,62 @@ class MerkleTree:
 
     def leaf(self, index: int) -> bytes:
         """The leaf hash at ``index``."""
-        if not 0 <= index < self.size:
-            raise IndexError("leaf index out of range")
-        return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+        if not self._start <= index < self.size:
+            raise IndexError("leaf index out of range" if index >= self._start else f"leaf {index} was pruned")
+        slot = index - self._base(0)
+        return bytes(self._levels[0][slot * HASH_SIZE : (slot + 1) * HASH_SIZE])
 
     def root(self, tree_size: int | None = None) -> bytes:
         """The root of the first ``tree_size`` leaves (all by default).
 
         Args:
-            tree_size: 0 <= tree_size <= size.
+            tree_size: 0 <= tree_size <= size, and not inside a pruned prefix.
 
         Returns:
             The 32-byte MTH.
 
         Raises:
-            ValueError: If ``tree_size`` is out of range.
+            ValueError: If ``tree_size`` is out of range (:class:`PrunedError` if inside the pruned prefix).
         """
         size = self.size if tree_size is None else tree_size
         self._check_size(size)
         return self._subtree(0, size) if size else EMPTY_ROOT
 
+    def compact_range(self, tree_size: int | None = None) -> CompactRange:
+        """The compact range of the first ``tree_size`` leaves (all by default), e.g. to store as Merkle state.
+
+        Raises:
+            ValueError: If ``tree_size`` is out of range (:class:`PrunedError` if inside the pruned prefix).
+        """
+        size = self.size if tree_size is None else tree_size
+        self._check_size(size)
+        nodes: list[bytes] = []
+        position = 0
+        for height in range(size.bit_length() - 1, -1, -1):
+            if size >> height & 1:
+                nodes.append(self._node(height, position))
+                position += 1 << height
+        return CompactRange(size, nodes)
+
     def inclusion_proof(self, index: int, tree_size: int | None = None) -> list[bytes]:
         """The audit path (RFC 9162 2.1.3.1 PATH) for leaf ``index`` in the tree of the first ``tree_size`` leaves.
 
         Args:
-            index: The leaf index, 0 <= index < tree_size.
+            index: The leaf index, start <= index < tree_size.
             tree_size: The tree size the proof is for (all leaves by default), <= size.
 
         Returns:
             The proof nodes, from the leaf's sibling up to the root's child.
 
         Raises:
-            ValueError: If ``index`` or ``tree_size`` is out of range.
+            ValueError: If ``index`` or ``tree_size`` is out of range (:class:`PrunedError` for a pruned leaf).
         """
         size = self.size if tree_size is None else tree_size
         self._check_size(size)
         if not 0 <= index < size:
             raise ValueError(f"leaf index {index} is not in a tree of size {size}")
+        if index < self._start:
+            raise PrunedError(f"leaf {index} is in the pruned prefix of {self._start} leaves")
         siblings: list[bytes] = []
         start, width, offset = 0, size, index
         while width > 1:
@@ -200,14 +347,14 @@ class MerkleTree:
         """The consistency proof (RFC 9162 2.1.4.1 PROOF) from the tree of ``first`` leaves to that of ``second``.
 
         Args:
-            first: The older tree size, 0 <= first <= second.
+            first: The older tree size, 0 <= first <= second, and not inside a pruned prefix.
             second: The newer tree size (all leaves by default), <= size.
 
         Returns:
             The proof nodes; empty when ``first`` is 0 or equals ``second``.
 
         Raises:
-            ValueError: If the sizes are out of range or out of order.
+            ValueError: If the sizes are out of range or out of order (:class:`PrunedError` inside the prefix).
         """
         size = self.size if second is None else second
         self._check_size(size)
@@ -215,6 +362,7 @@ class MerkleTree:
             raise ValueError(f"cannot prove size {first} consistent with size {size}")
         if first in (0, size):
             return []
+        self._check_size(first)
         tail: list[bytes] = []
         start, width, target, complete = 0, size, first, True
         while target != width:
@@ -232,22 +380,33 @@ class MerkleTree:
     def _check_size(self, tree_size: int) -> None:
         if not 0 <= tree_size <= self.size:
             raise ValueError(f"tree size {tree_size} is not in 0..{self.size}")
+        if 0 < tree_size < self._start:
+            raise PrunedError(f"tree size {tree_size} is inside the pruned prefix of {self._start} leaves")
+
+    def _node(self, height: int, position: int) -> bytes:
+        """The root of the complete subtree of ``2**height`` leaves starting at leaf ``position`` (aligned)."""
+        slot = (position >> height) - self._base(height)
+        level = self._levels[height] if height < len(self._levels) else b""
+        if slot < 0 or (slot + 1) * HASH_SIZE > len(level):
+            raise PrunedError(f"the subtree of {1 << height} leaves at {position} is not held (pruned)")
+        return bytes(level[slot * HASH_SIZE : (slot + 1) * HASH_SIZE])
 
     def _subtree(self, start: int, width: int) -> bytes:
         """MTH of leaves [start, start + width); start is aligned as every range in RFC 9162's recursion is."""
-        levels = self._levels
         parts: list[bytes] = []
         position = start
         for height in range(width.bit_length() - 1, -1, -1):
             if width >> height & 1:
-                level = levels[height]
-                slot = (position >> height) * HASH_SIZE
-                parts.append(bytes(level[slot : slot + HASH_SIZE]))
+                parts.append(self._node(height, position))
                 position += 1 << height
         node = parts.pop()
         while parts:
             node = node_hash(parts.pop(), node)
         return node
+
+
+class PrunedError(ValueError):
+    """A root, proof or leaf that needs hashes of a pruned (archived) prefix the tree no longer holds."""
 
 
 def _split(width: int) -> int:

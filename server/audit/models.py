@@ -110,3 +110,78 @@ class AuditPending(Base):
     fields: Mapped[str] = mapped_column(Text, nullable=False)  # touched field names, space-separated
     subjects: Mapped[str] = mapped_column(Text, nullable=False)  # further subject ids, space-separated
     canonical: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+# -- Retention: archives, legal holds and stored Merkle state (server/audit/retention.py) ------------------------
+
+RETENTION_TABLES = ("audit_archives", "audit_legal_holds", "audit_legal_hold_releases", "audit_compact_ranges")
+
+
+class AuditArchive(Base):
+    """One archive: events ``first_seq..last_seq`` written to a verifiable file, then deleted from the database.
+
+    Append-only and, on PostgreSQL, writable only by the schema owner: the database lets rows of
+    ``audit_events`` (and their field and subject rows) be deleted only up to the newest archive's ``last_seq``.
+    ``last_hash`` and ``compact_range`` are what the retained trail needs of the archived prefix: the hash its
+    first event links to, and the Merkle subtree roots (largest first) from which the root of every later tree
+    and every proof about a retained event is still computed.
+    """
+
+    __tablename__ = "audit_archives"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    # Unique, so two archive runs racing cannot both continue the same boundary.
+    first_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger, nullable=False, unique=True)
+    last_hash: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    compact_range: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    events: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cutoff: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)  # events before it had expired
+    file_name: Mapped[str] = mapped_column(String(255), nullable=False)
+    file_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    file_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class AuditLegalHold(Base):
+    """A legal hold: events about ``subject_id`` and/or recorded in ``[since, until)`` may not be archived.
+
+    A hold with neither holds every event. Released by a row in ``audit_legal_hold_releases``, never changed.
+    """
+
+    __tablename__ = "audit_legal_holds"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    until: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    created_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class AuditLegalHoldRelease(Base):
+    """The release of a legal hold (at most one per hold)."""
+
+    __tablename__ = "audit_legal_hold_releases"
+
+    hold_id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                         ForeignKey("audit_legal_holds.id"), primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(Text, nullable=False)
+    released_at: Mapped[datetime] = mapped_column(UtcDateTime, nullable=False)
+    released_by: Mapped[str] = mapped_column(String(128), nullable=False)
+
+
+class AuditCompactRange(Base):
+    """The Merkle compact range of the first ``tree_size`` events, stored with each checkpoint and archive.
+
+    The next checkpoint starts from the newest one and hashes only the events added since.
+    """
+
+    __tablename__ = "audit_compact_ranges"
+
+    tree_size: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    nodes: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)

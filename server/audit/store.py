@@ -5,19 +5,19 @@ from __future__ import annotations
 import os
 import stat
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Select, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.audit.canonical import decode_event, format_timestamp
-from server.audit.chain import GENESIS_HASH, ChainReport, verify_chain
+from server.audit.canonical import JSONValue, decode_event, format_timestamp
+from server.audit.chain import GENESIS_HASH, ChainReport, ChainRow, verify_chain
 from server.audit.checkpoint import (
     Checkpoint,
     generate_signing_key,
@@ -25,13 +25,32 @@ from server.audit.checkpoint import (
     private_key_from_pem,
     private_key_to_pem,
 )
-from server.audit.export import SignedCheckpoint, build_export
-from server.audit.merkle import MerkleTree, leaf_hash
-from server.audit.models import AuditCheckpoint, AuditEventField, AuditEventRecord
+from server.audit.export import ExportWriter, SignedCheckpoint
+from server.audit.merkle import CompactRange, MerkleTree, leaf_hash
+from server.audit.models import (
+    AuditArchive,
+    AuditCheckpoint,
+    AuditCompactRange,
+    AuditEventField,
+    AuditEventRecord,
+    AuditEventSubject,
+    AuditPending,
+)
+from server.audit.tags import AuditAction
 from server.domain.base import utc_now
 
 SIGNING_KEY_FILE = "audit-signing.pem"
 BATCH = 20_000
+ARCHIVE_ENTITY = "audit_archive"  # the entity of an ``archive`` event; its entity_id is the archive's number
+
+
+def archive_details(archive: AuditArchive) -> dict[str, JSONValue]:
+    """What the ``archive`` event records of an archive (and verification compares with the archive row)."""
+    compact = CompactRange.from_bytes(int(archive.last_seq), bytes(archive.compact_range))
+    return {"archive": int(archive.id), "first_seq": int(archive.first_seq), "last_seq": int(archive.last_seq),
+            "last_hash": bytes(archive.last_hash).hex(), "compact_range": [node.hex() for node in compact.nodes],
+            "root": compact.root().hex(), "events": int(archive.events), "cutoff": format_timestamp(archive.cutoff),
+            "file": archive.file_name, "sha256": archive.file_sha256, "bytes": int(archive.file_bytes)}
 
 
 def load_or_create_audit_key(keys_dir: Path, *, create: bool) -> Ed25519PrivateKey:
@@ -61,8 +80,8 @@ class TrailReport:
     checkpoint_size: int | None
 
 
-async def _rows(session: AsyncSession, first: int, last: int | None) -> AsyncIterator[list[tuple[int, bytes, bytes,
-                                                                                                  bytes]]]:
+async def event_rows(session: AsyncSession, first: int, last: int | None) -> AsyncIterator[list[ChainRow]]:
+    """Stored events ``first..last`` (to the end when ``last`` is None) as chain rows, in batches, seq ascending."""
     cursor = first
     while True:
         statement = (select(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
@@ -81,15 +100,122 @@ async def _rows(session: AsyncSession, first: int, last: int | None) -> AsyncIte
 
 
 def _newest_sink_checkpoint(sink: Path | None) -> tuple[Checkpoint, bytes] | None:
-    """The last checkpoint copied to the external sink file, if there is one."""
+    """The largest checkpoint copied to the external sink file, if there is one.
+
+    Lines are appended in signing order, which is not always size order (an archive signs the size of the
+    archived prefix), so the largest size wins, not the last line.
+    """
     if sink is None or not sink.is_file():
         return None
-    lines = [line for line in sink.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
+    newest: tuple[Checkpoint, bytes] | None = None
+    for line in sink.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        size, root, timestamp, signer, signature = line.split()
+        if newest is None or int(size) > newest[0].tree_size:
+            newest = (Checkpoint(tree_size=int(size), root_hash=bytes.fromhex(root), timestamp=timestamp,
+                                 key_id=signer), bytes.fromhex(signature))
+    return newest
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveBoundary:
+    """Where the trail in the database starts: what it needs of the archived events before it.
+
+    Attributes:
+        last_seq: The last archived sequence number (0 when nothing was archived).
+        last_hash: That event's hash, which the first retained event links to (the genesis hash when none).
+        compact_range: The Merkle compact range of events ``1..last_seq``.
+        archive_id: The newest archive's number, or None.
+    """
+
+    last_seq: int
+    last_hash: bytes
+    compact_range: CompactRange
+    archive_id: int | None
+
+
+async def archive_boundary(session: AsyncSession) -> ArchiveBoundary:
+    """The newest archive's boundary (nothing archived: seq 0, the genesis hash, the empty range).
+
+    Raises:
+        ValueError: If the stored compact range does not fit its size (the archive row was tampered with).
+    """
+    newest = (await session.execute(select(AuditArchive).order_by(AuditArchive.last_seq.desc()).limit(1))
+              ).scalar_one_or_none()
+    if newest is None:
+        return ArchiveBoundary(0, GENESIS_HASH, CompactRange(), None)
+    return ArchiveBoundary(int(newest.last_seq), bytes(newest.last_hash),
+                           CompactRange.from_bytes(int(newest.last_seq), bytes(newest.compact_range)), int(newest.id))
+
+
+async def _merkle_base(session: AsyncSession, boundary: ArchiveBoundary, at_most: int) -> CompactRange:
+    """The largest stored Merkle state to build on: the newest compact range saved with a checkpoint (at most
+    ``at_most`` leaves), or the archive boundary's, whichever is larger."""
+    stored = (await session.execute(
+        select(AuditCompactRange).where(AuditCompactRange.tree_size <= at_most,
+                                        AuditCompactRange.tree_size > boundary.last_seq)
+        .order_by(AuditCompactRange.tree_size.desc()).limit(1))).scalar_one_or_none()
+    if stored is None:
+        return boundary.compact_range.copy()
+    return CompactRange.from_bytes(int(stored.tree_size), bytes(stored.nodes))
+
+
+async def leaf_hash_batches(session: AsyncSession, first: int, last: int) -> AsyncIterator[list[bytes]]:
+    """The Merkle leaf hashes of events ``first..last``, in batches; refuses a gap (the tree would be the wrong one)."""
+    expect = first
+    async for batch in event_rows(session, first, last):
+        if batch[0][0] != expect or batch[-1][0] != expect + len(batch) - 1:
+            raise ValueError(f"the trail has a gap after seq {expect - 1}; run `strongroom audit verify`")
+        expect += len(batch)
+        yield [leaf_hash(row[1]) for row in batch]
+    if expect != last + 1:
+        raise ValueError(f"the trail ends at seq {expect - 1}, before {last}; run `strongroom audit verify`")
+
+
+async def _check_archive(session: AsyncSession, boundary: ArchiveBoundary, public_key: Ed25519PublicKey,
+                         checked: int) -> TrailReport | None:
+    """Tie the newest archive row (not hashed itself) to the chain and to a signature; None when it holds.
+
+    Its ``archive`` event (recorded in the archiving transaction, so sealed after the archived events) must be
+    in the trail and name the same range, hash, Merkle state and file; and the checkpoint signed over exactly
+    the archived prefix must have the root of the stored Merkle state.
+    """
+    if boundary.archive_id is None:
         return None
-    size, root, timestamp, signer, signature = lines[-1].split()
-    return Checkpoint(tree_size=int(size), root_hash=bytes.fromhex(root), timestamp=timestamp,
-                      key_id=signer), bytes.fromhex(signature)
+    name = f"archive {boundary.archive_id} (events up to {boundary.last_seq})"
+    sealed = (await session.execute(
+        select(AuditEventRecord.seq, AuditEventRecord.canonical)
+        .where(AuditEventRecord.action == AuditAction.ARCHIVE.value, AuditEventRecord.entity == ARCHIVE_ENTITY,
+               AuditEventRecord.entity_id == str(boundary.archive_id), AuditEventRecord.seq > boundary.last_seq)
+        .order_by(AuditEventRecord.seq).limit(1))).first()
+    if sealed is None:
+        pending = (await session.execute(
+            select(AuditPending.id).where(AuditPending.action == AuditAction.ARCHIVE.value,
+                                          AuditPending.entity_id == str(boundary.archive_id)).limit(1))).first()
+        if pending is None:
+            return TrailReport(False, checked, boundary.last_seq, "deleted",
+                               f"{name} has no archive event in the trail: events were deleted without "
+                               "`strongroom audit archive`", None)
+    else:
+        archive = (await session.execute(select(AuditArchive).where(AuditArchive.id == boundary.archive_id))
+                   ).scalar_one()
+        recorded = decode_event(bytes(sealed[1])).get("after") or {}
+        if recorded != archive_details(archive):
+            return TrailReport(False, checked, int(sealed[0]), "altered",
+                               f"{name} does not match its archive event {sealed[0]}: the archive record was "
+                               "changed", None)
+    signed = await session.get(AuditCheckpoint, boundary.last_seq)
+    if signed is None:
+        return TrailReport(False, checked, None, "deleted",
+                           f"the checkpoint signed over the archived prefix of {name} is missing", None)
+    checkpoint = Checkpoint.parse(bytes(signed.body))
+    if not checkpoint.verify(bytes(signed.signature), public_key) or \
+            checkpoint.root_hash != boundary.compact_range.root():
+        return TrailReport(False, checked, None, "altered",
+                           f"the Merkle state stored with {name} does not have the root signed at size "
+                           f"{boundary.last_seq}", boundary.last_seq)
+    return None
 
 
 async def verify_trail(session: AsyncSession, public_key: Ed25519PublicKey, *, first: int = 1,
@@ -97,72 +223,110 @@ async def verify_trail(session: AsyncSession, public_key: Ed25519PublicKey, *, f
     """Verify the chain over ``first..last`` (default: all), then the newest checkpoint's signature and root.
 
     The chain alone cannot see a tail rewritten and re-sealed after the last checkpoint, nor a truncated tail:
-    the signed checkpoint's size and Merkle root catch both.
+    the signed checkpoint's size and Merkle root catch both. After archiving, the chain starts at the archive
+    boundary (the first retained event must link to the last archived one's hash) and Merkle roots are computed
+    from the archived prefix's stored compact range plus the retained events, in O(log n) memory; the archive
+    row itself is checked against its ``archive`` event and the checkpoint signed over the archived prefix.
+    Archived events are verified offline, from their archive files.
     """
-    expected_prev = GENESIS_HASH
-    if first > 1:
+    try:
+        boundary = await archive_boundary(session)
+    except ValueError as error:
+        return TrailReport(False, 0, None, "altered", f"the newest archive's Merkle state is malformed: {error}", None)
+    start = boundary.last_seq + 1
+    whole = first <= start and last is None
+    first = max(first, start)
+    archived = f"; events 1..{boundary.last_seq} are archived" if boundary.last_seq else ""
+    if last is not None and last < first:
+        return TrailReport(True, 0, None, None, f"no events in the range{archived}", None)
+    expected_prev = boundary.last_hash
+    if first > start:
         previous = await session.get(AuditEventRecord, first - 1)
         if previous is None:
             return TrailReport(False, 0, first - 1, "deleted", f"event {first - 1} before the range is missing", None)
         expected_prev = bytes(previous.hash)
+    external = _newest_sink_checkpoint(sink) if whole else None
+    newest = (await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()).limit(1))
+              ).scalar_one_or_none() if whole else None
+    targets = sorted({size for size in (external[0].tree_size if external else None,
+                                        newest.tree_size if newest else None)
+                      if size is not None and size >= boundary.last_seq})
+    compact = boundary.compact_range.copy()
+    roots = {boundary.last_seq: compact.root()}
     checked, expected_seq = 0, first
-    leaves: list[bytes] = []
-    async for batch in _rows(session, first, last):
+    async for batch in event_rows(session, first, last):
         report: ChainReport = verify_chain(batch, expected_first_seq=expected_seq, expected_prev_hash=expected_prev)
         if not report.ok:
             return TrailReport(False, checked + report.checked, report.first_bad_seq, report.problem, report.detail,
                                None)
         checked += report.checked
         expected_seq, expected_prev = report.last_seq + 1, report.last_hash or expected_prev
-        if first == 1:
-            leaves.extend(leaf_hash(row[1]) for row in batch)
-    external = _newest_sink_checkpoint(sink) if first == 1 and last is None else None
+        if whole:
+            # Roots at the checkpoint sizes are taken on the way: one pass, O(log n) memory.
+            hashes = [leaf_hash(row[1]) for row in batch]
+            taken = 0
+            while targets and targets[0] <= compact.size + len(hashes) - taken:
+                step = targets[0] - compact.size
+                compact.extend(hashes[taken : taken + step])
+                taken += step
+                roots[targets.pop(0)] = compact.root()
+            compact.extend(hashes[taken:])
+    if not whole:
+        return TrailReport(True, checked, None, None, f"{checked} events verified{archived}", None)
+    size = compact.size
     if external is not None:
         # The copy outside the database catches a tail deleted together with its checkpoints.
         copy, copy_signature = external
         if not copy.verify(copy_signature, public_key):
             return TrailReport(False, checked, None, "altered", f"the checkpoint copy in {sink} is not validly signed",
                                copy.tree_size)
-        if copy.tree_size > len(leaves):
-            return TrailReport(False, checked, len(leaves) + 1, "truncated",
-                               f"the external checkpoint copy covers {copy.tree_size} events but only {len(leaves)} "
+        if copy.tree_size > size:
+            return TrailReport(False, checked, size + 1, "truncated",
+                               f"the external checkpoint copy covers {copy.tree_size} events but only {size} "
                                "remain in the database", copy.tree_size)
-        if MerkleTree(leaves[: copy.tree_size]).root() != copy.root_hash:
+        if copy.tree_size >= boundary.last_seq and roots.get(copy.tree_size) != copy.root_hash:
             return TrailReport(False, checked, None, "altered",
                                f"the events up to {copy.tree_size} do not match the external checkpoint copy",
                                copy.tree_size)
-    newest = (await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size.desc()).limit(1))
-              ).scalar_one_or_none()
-    if newest is None or first != 1:
-        return TrailReport(True, checked, None, None, f"{checked} events verified", None)
+    problem = await _check_archive(session, boundary, public_key, checked)
+    if problem is not None:
+        return problem
+    if newest is None:
+        return TrailReport(True, checked, None, None, f"{checked} events verified{archived}", None)
     checkpoint = Checkpoint.parse(bytes(newest.body))
     if not checkpoint.verify(bytes(newest.signature), public_key):
         return TrailReport(False, checked, None, "altered", "the newest checkpoint's signature does not verify",
                            newest.tree_size)
-    if last is None and checkpoint.tree_size > len(leaves):
-        return TrailReport(False, checked, len(leaves) + 1, "truncated",
-                           f"the signed checkpoint covers {checkpoint.tree_size} events but only {len(leaves)} remain",
+    if checkpoint.tree_size > size:
+        return TrailReport(False, checked, size + 1, "truncated",
+                           f"the signed checkpoint covers {checkpoint.tree_size} events but only {size} remain",
                            checkpoint.tree_size)
-    if MerkleTree(leaves[: checkpoint.tree_size]).root() != checkpoint.root_hash:
+    if roots.get(checkpoint.tree_size) != checkpoint.root_hash:
         return TrailReport(False, checked, None, "altered",
                            f"the events up to {checkpoint.tree_size} do not match the signed checkpoint's root "
                            "(rewritten and re-sealed)", checkpoint.tree_size)
     return TrailReport(True, checked, None, None,
-                       f"{checked} events verified; checkpoint at {checkpoint.tree_size} matches", checkpoint.tree_size)
+                       f"{checked} events verified; checkpoint at {checkpoint.tree_size} matches{archived}",
+                       checkpoint.tree_size)
 
 
-async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
+async def _store_compact_range(session: AsyncSession, compact: CompactRange) -> None:
+    """Save the Merkle state at ``compact.size`` unless it is saved already."""
+    if await session.get(AuditCompactRange, compact.size) is not None:
+        return
+    try:
+        async with session.begin_nested():
+            session.add(AuditCompactRange(tree_size=compact.size, nodes=compact.to_bytes()))
+    except IntegrityError:
+        pass  # another process saved the same size first: the same leaves, the same state
+
+
+async def sign_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey, compact: CompactRange,
                           sink: Path | None = None) -> SignedCheckpoint | None:
-    """Sign the Merkle root of every event so far; None if there is nothing new since the last checkpoint."""
-    leaves = [leaf_hash(row[1]) async for batch in _rows(session, 1, None) for row in batch]
-    if not leaves:
-        return None
-    newest = (await session.execute(select(AuditCheckpoint.tree_size).order_by(AuditCheckpoint.tree_size.desc())
-                                    .limit(1))).scalar_one_or_none()
-    if newest == len(leaves):
-        return None
-    checkpoint = Checkpoint(tree_size=len(leaves), root_hash=MerkleTree(leaves).root(),
-                            timestamp=format_timestamp(utc_now()), key_id=key_id(signing_key.public_key()))
+    """Sign and store the checkpoint of the tree ``compact`` describes, with its Merkle state; None if one of
+    that size exists already (another process signed it first)."""
+    checkpoint = Checkpoint(tree_size=compact.size, root_hash=compact.root(), timestamp=format_timestamp(utc_now()),
+                            key_id=key_id(signing_key.public_key()))
     signature = checkpoint.sign(signing_key)
     try:
         async with session.begin_nested():
@@ -170,13 +334,49 @@ async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
                                         body=checkpoint.body(), signature=signature, key_id=checkpoint.key_id,
                                         created_at=utc_now()))
     except IntegrityError:
-        return None  # another process signed the same size first
+        return None
+    await _store_compact_range(session, compact)
     if sink is not None:
         # An external copy: truncating the database's tail cannot also rewrite this file's history.
         with sink.open("a", encoding="utf-8") as handle:
             handle.write(f"{checkpoint.tree_size} {checkpoint.root_hash.hex()} {checkpoint.timestamp} "
                          f"{checkpoint.key_id} {signature.hex()}\n")
     return SignedCheckpoint(checkpoint, signature)
+
+
+async def merkle_state(session: AsyncSession, size: int, boundary: ArchiveBoundary | None = None) -> CompactRange:
+    """The compact range of the first ``size`` events: the newest stored state, extended by the events after it.
+
+    Raises:
+        ValueError: If ``size`` lies inside the archived prefix, or the events up to ``size`` have a gap.
+    """
+    boundary = boundary if boundary is not None else await archive_boundary(session)
+    if size < boundary.last_seq:
+        raise ValueError(f"events up to {boundary.last_seq} are archived; no Merkle state at {size}")
+    compact = await _merkle_base(session, boundary, size)
+    if compact.size < size:
+        async for hashes in leaf_hash_batches(session, compact.size + 1, size):
+            compact.extend(hashes)
+    return compact
+
+
+async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
+                          sink: Path | None = None) -> SignedCheckpoint | None:
+    """Sign the Merkle root of every event so far; None if there is nothing new since the last checkpoint.
+
+    Incremental: starts from the Merkle state saved with the newest checkpoint (or archive) and hashes only the
+    events sealed since, so a checkpoint costs O(new events) time and O(log n) memory.
+
+    Raises:
+        ValueError: If the events since the stored state have a gap (verify the trail).
+    """
+    head = (await session.execute(select(func.max(AuditEventRecord.seq)))).scalar_one_or_none()
+    if head is None:
+        return None
+    newest = (await session.execute(select(func.max(AuditCheckpoint.tree_size)))).scalar_one_or_none()
+    if newest == head:
+        return None
+    return await sign_checkpoint(session, signing_key, await merkle_state(session, int(head)), sink)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,8 +405,12 @@ def _filtered(query: EventQuery) -> Select[Any]:
             statement = statement.where(column == value)
     if query.subject_id is not None:
         # "Everything that happened to or was seen of customer X": its own events and its records' events.
+        # Events about several subjects at once (lists, exports) name them in audit_event_subjects.
         statement = statement.where((AuditEventRecord.subject_id == query.subject_id)
-                                    | (AuditEventRecord.entity_id == query.subject_id))
+                                    | (AuditEventRecord.entity_id == query.subject_id)
+                                    | AuditEventRecord.seq.in_(
+                                        select(AuditEventSubject.seq)
+                                        .where(AuditEventSubject.subject_id == query.subject_id)))
     if query.field is not None:
         statement = statement.where(AuditEventRecord.seq.in_(
             select(AuditEventField.seq).where(AuditEventField.field == query.field)))
@@ -228,23 +432,77 @@ async def query_events(session: AsyncSession, query: EventQuery) -> tuple[list[d
     return events, next_cursor
 
 
-async def export_events(session: AsyncSession, query: EventQuery, signing_key: Ed25519PrivateKey,
-                        sink: Path | None = None) -> Iterator[str]:
-    """JSONL lines of the matching events with inclusion proofs against a fresh signed checkpoint."""
+@dataclass(frozen=True, slots=True)
+class ExportPlan:
+    """What an export proves against, fixed before its events are streamed."""
+
+    query: EventQuery
+    tree: MerkleTree
+    checkpoints: list[SignedCheckpoint]
+    selection: dict[str, JSONValue] | str
+    created: str
+
+
+async def prepare_export(session: AsyncSession, query: EventQuery, signing_key: Ed25519PrivateKey,
+                         sink: Path | None = None) -> ExportPlan:
+    """Sign a fresh checkpoint and build the Merkle tree every selected event is proven against.
+
+    The tree holds the retained events' leaf hashes on top of the archived prefix's compact range (about 100
+    bytes per retained event); checkpoints older than the archive boundary are left out, as proofs from them
+    would need archived leaves (they are in the archive files).
+
+    Raises:
+        ValueError: If there is no event to export at all.
+    """
     await make_checkpoint(session, signing_key, sink)
-    stored = (await session.execute(select(AuditCheckpoint).order_by(AuditCheckpoint.tree_size))).scalars().all()
+    boundary = await archive_boundary(session)
+    stored = (await session.execute(select(AuditCheckpoint).where(AuditCheckpoint.tree_size >= boundary.last_seq)
+                                    .order_by(AuditCheckpoint.tree_size))).scalars().all()
     checkpoints = [SignedCheckpoint(Checkpoint.parse(bytes(c.body)), bytes(c.signature)) for c in stored]
-    leaves = [leaf_hash(row[1]) async for batch in _rows(session, 1, None) for row in batch]
-    selected = (await session.execute(
-        _filtered(replace(query, before_seq=None))
-        .with_only_columns(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
-                           AuditEventRecord.hash)
-        .where(AuditEventRecord.seq <= len(leaves)).order_by(AuditEventRecord.seq))).all()
-    rows = [(int(seq), bytes(body), bytes(prev), bytes(digest)) for seq, body, prev, digest in selected]
-    selection = {key: str(value) for key, value in asdict(query).items()
-                 if value is not None and key not in {"limit", "before_seq"}}
-    return build_export(rows, MerkleTree(leaves), checkpoints, selection=selection or "all",
-                        created=format_timestamp(utc_now()), signing_key=signing_key)
+    if not checkpoints:
+        raise ValueError("the audit trail has no checkpoint to prove an export against")
+    tree_size = checkpoints[-1].checkpoint.tree_size
+    leaves: list[bytes] = []
+    if tree_size > boundary.last_seq:
+        async for hashes in leaf_hash_batches(session, boundary.last_seq + 1, tree_size):
+            leaves.extend(hashes)
+    tree = MerkleTree(leaves, prefix=boundary.compact_range)
+    selection: dict[str, JSONValue] = {key: str(value) for key, value in asdict(query).items()
+                                       if value is not None and key not in {"limit", "before_seq"}}
+    return ExportPlan(query, tree, checkpoints, selection or "all", format_timestamp(utc_now()))
+
+
+async def export_lines(session: AsyncSession, plan: ExportPlan,
+                       signing_key: Ed25519PrivateKey) -> AsyncIterator[str]:
+    """The export's JSONL lines, reading the selected events from the database in batches as they are written."""
+    writer = ExportWriter(plan.tree, plan.checkpoints, selection=plan.selection, created=plan.created,
+                          signing_key=signing_key)
+    for line in writer.opening():
+        yield line
+    statement = (_filtered(replace(plan.query, before_seq=None))
+                 .with_only_columns(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
+                                    AuditEventRecord.hash)
+                 .where(AuditEventRecord.seq <= writer.tree_size).order_by(AuditEventRecord.seq).limit(BATCH))
+    cursor = 0
+    while True:
+        batch = (await session.execute(statement.where(AuditEventRecord.seq > cursor))).all()
+        for seq, body, prev, digest in batch:
+            yield writer.event((int(seq), bytes(body), bytes(prev), bytes(digest)))
+        if len(batch) < BATCH:
+            break
+        cursor = int(batch[-1][0])
+    for line in writer.closing():
+        yield line
+
+
+async def export_events(session: AsyncSession, query: EventQuery, signing_key: Ed25519PrivateKey,
+                        sink: Path | None = None) -> list[str]:
+    """JSONL lines of the matching events with inclusion proofs against a fresh signed checkpoint, in memory.
+
+    For large exports stream instead: :func:`prepare_export`, then :func:`export_lines`.
+    """
+    plan = await prepare_export(session, query, signing_key, sink)
+    return [line async for line in export_lines(session, plan, signing_key)]
 
 
 def new_export_name() -> str:

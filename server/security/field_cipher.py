@@ -2,7 +2,7 @@
 
 One ``FieldCipher`` per process holds the key provider (the keyring from ``<keys_dir>/keyring.json``, or
 ``STRONGROOM_KEYRING``), a cache of unwrapped data keys (DEKs) backed by the ``data_keys`` table, the blind
-indexer and the erasure ledger (``<keys_dir>/erasure-ledger.jsonl``).
+indexer and the erasure ledger (``STRONGROOM_ERASURE_LEDGER_PATH``, default ``<keys_dir>/erasure-ledger.jsonl``).
 
 Keys. Every data subject (a customer: the customer row and the contacts, service records, activities and
 opportunities under it) has its own DEK, created, wrapped under the current KEK and stored on the first value
@@ -46,7 +46,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.config import Settings
 from server.domain.fields import EntitySpec, ValueKind
 from server.security.crypto import (
-    ERASURE_LEDGER_NAME,
     KEYRING_ENV,
     SEALED_PREFIX,
     BlindIndexer,
@@ -357,7 +356,7 @@ class FieldCipher:
                 raise ValueError(str(error)) from None
             _raise_keyring_problem(path, error)
         keyring = provider.keyring
-        ledger = ErasureLedger(settings.resolved_keys_dir / ERASURE_LEDGER_NAME, keyring.ledger_key, keyring.suite)
+        ledger = ErasureLedger(settings.resolved_erasure_ledger_path, keyring.ledger_key, keyring.suite)
         return cls(
             provider,
             blind_indexer=keyring.blind_indexer(),

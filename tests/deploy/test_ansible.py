@@ -392,6 +392,7 @@ def fx_deployment(
         "strongroom_etc_dir": str(root / "etc/strongroom"),
         "strongroom_data_dir": str(root / "var/lib/strongroom"),
         "strongroom_backup_dir": str(root / "var/backups/strongroom"),
+        "strongroom_ledger_dir": str(root / "var/lib/strongroom-ledger"),
         "strongroom_log_dir": str(root / "var/log/strongroom"),
         "strongroom_systemd_dir": str(root / "etc/systemd/system"),
         "strongroom_nginx_conf_dir": str(root / "etc/nginx/conf.d"),
@@ -487,6 +488,7 @@ def test_files_ownership_and_modes(fx_deployment: Deployment) -> None:
         assert _owner(key_file) == (user, user, 0o600), key_file
     assert _owner(fx_deployment.path("strongroom_data_dir")) == (user, user, 0o750)
     assert _owner(fx_deployment.path("strongroom_backup_dir")) == (user, user, 0o700)
+    assert _owner(fx_deployment.path("strongroom_ledger_dir")) == (user, user, 0o700)
     venv = fx_deployment.path("strongroom_prefix") / "venv"
     assert _owner(venv)[0] == "root"
     assert _owner(venv / "bin" / "strongroom")[0] == "root", "the service must not own its code"
@@ -500,6 +502,9 @@ def test_config_is_valid_for_strongroom(fx_deployment: Deployment) -> None:
     assert settings.port == fx_deployment.variables["strongroom_port"]
     assert settings.data_dir == fx_deployment.variables["strongroom_data_dir"]
     assert str(settings.resolved_keys_dir) == str(fx_deployment.path("strongroom_etc_dir") / "keys")
+    # The keys directory is read-only under ProtectSystem=strict; the ledger must be where the service writes.
+    assert settings.resolved_erasure_ledger_path.parent == fx_deployment.path("strongroom_ledger_dir")
+    assert str(settings.resolved_backup_dir) == fx_deployment.variables["strongroom_backup_dir"]
     if fx_deployment.backend == "postgresql":
         url = urllib.parse.urlsplit(settings.resolved_database_url)
         assert url.scheme == "postgresql+asyncpg"
@@ -515,7 +520,8 @@ def test_unit_is_hardened(fx_deployment: Deployment) -> None:
         assert service.get(key) == [value], f"{key}= is {service.get(key)}, expected {value!r}"
     assert "@system-service" in service["SystemCallFilter"]
     assert service["User"] == [SERVICE_USER]
-    assert service["ReadWritePaths"] == [fx_deployment.variables["strongroom_data_dir"]]
+    assert service["ReadWritePaths"] == [
+        f"{fx_deployment.variables['strongroom_data_dir']} {fx_deployment.variables['strongroom_ledger_dir']}"]
     assert service["ExecStart"] == [f"{fx_deployment.path('strongroom_prefix')}/venv/bin/strongroom serve"]
 
 
@@ -526,7 +532,7 @@ def test_backup_service_and_timer(fx_deployment: Deployment) -> None:
     assert backup["User"] == [SERVICE_USER]
     out = fx_deployment.variables["strongroom_backup_dir"]
     strongroom = fx_deployment.path("strongroom_prefix") / "venv" / "bin" / "strongroom"
-    assert backup["ExecStart"] == [f"{strongroom} backup create --out {out}"]
+    assert backup["ExecStart"] == [f"{strongroom} backup create --out {out} --prune"]
     assert out in backup["ReadWritePaths"][0].split()
     timer = _parse_unit(systemd_dir / "strongroom-backup.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Timer"]["Persistent"] == ["true"]

@@ -42,7 +42,8 @@ APP_UID = 10001
 
 # Paths a Strongroom container may write to; everything else is the read-only image. The keys dir is
 # writable only for the init container that installs the key files (see _helpers.tpl).
-WRITABLE_PATHS = {"/tmp", "/var/lib/strongroom", "/backups"}
+# Writable: scratch space, backups and the erasure ledger (every erasure appends to it).
+WRITABLE_PATHS = {"/tmp", "/var/lib/strongroom", "/backups", "/var/lib/strongroom-ledger"}
 KEYS_DIR = "/etc/strongroom/keys"
 SECRET_STAGING_DIR = "/run/strongroom/keyring-secret"
 
@@ -53,6 +54,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "keyring": {"existingSecret": "crm-keyring", "mountPath": "/etc/strongroom/keys"},
         "networkPolicy": {"database": {"port": 6432, "cidrs": ["10.20.30.0/24", "10.20.31.7/32"]}},
         "backup": {"persistence": {"existingClaim": "crm-backups"}, "timeZone": "Europe/Berlin"},
+        "erasureLedger": {"existingClaim": "crm-erasure-ledger"},
         "serviceAccount": {"create": False, "name": "crm-runtime"},
     },
     "hpa": {
@@ -349,6 +351,21 @@ def test_server_pod_follows_the_application_contract() -> None:
     config_mount = mounts[str(Path(env["STRONGROOM_CONFIG"]["value"]).parent)]
     assert volumes[config_mount["name"]]["configMap"]["name"] == one(objects, "ConfigMap")["metadata"]["name"]
 
+    # The erasure ledger: on a kept claim, writable by the server (an erasure appends to it), apart from the
+    # database, where STRONGROOM_ERASURE_LEDGER_PATH points; the backup job reads the same claim.
+    ledger_path = Path(env["STRONGROOM_ERASURE_LEDGER_PATH"]["value"])
+    ledger_mount = mounts[str(ledger_path.parent)]
+    assert ledger_mount.get("readOnly") is not True
+    claim = volumes[ledger_mount["name"]]["persistentVolumeClaim"]["claimName"]
+    pvc = next(pvc for pvc in by_kind(objects, "PersistentVolumeClaim") if pvc["metadata"]["name"] == claim)
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    backup_spec = one(objects, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (backup,) = backup_spec["containers"]
+    assert env_of(backup)["STRONGROOM_ERASURE_LEDGER_PATH"]["value"] == str(ledger_path)
+    backup_mount = next(m for m in backup["volumeMounts"] if m["mountPath"] == str(ledger_path.parent))
+    assert {v["name"]: v for v in backup_spec["volumes"]}[backup_mount["name"]]["persistentVolumeClaim"] == {
+        "claimName": claim}
+
     service = one(objects, "Service")
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
@@ -445,17 +462,18 @@ def test_backup_cronjob_writes_to_a_kept_volume() -> None:
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
-    assert container["command"] + container["args"] == ["strongroom", "backup", "create", "--out", "/backups"]
+    assert container["command"] + container["args"] == [
+        "strongroom", "backup", "create", "--out", "/backups", "--prune"]
     backups = next(m for m in container["volumeMounts"] if m["mountPath"] == "/backups")
     claim = next(v for v in spec["volumes"] if v["name"] == backups["name"])["persistentVolumeClaim"]["claimName"]
-    pvc = one(objects, "PersistentVolumeClaim")
-    assert pvc["metadata"]["name"] == claim
+    pvc = next(pvc for pvc in by_kind(objects, "PersistentVolumeClaim") if pvc["metadata"]["name"] == claim)
     assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
     external = render("external-postgresql")
     assert by_kind(external, "PersistentVolumeClaim") == []
     spec = one(external, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert {"name": "backups", "persistentVolumeClaim": {"claimName": "crm-backups"}} in spec["volumes"]
+    assert {"name": "erasure-ledger", "persistentVolumeClaim": {"claimName": "crm-erasure-ledger"}} in spec["volumes"]
 
 
 def test_autoscaling_owns_the_replica_count() -> None:
@@ -632,6 +650,19 @@ def parse_dockerfile(text: str) -> list[Stage]:
 COMPILER_PACKAGES = re.compile(r"\b(gcc|g\+\+|clang|build-essential|make|cmake|python3-dev|libc6-dev|cargo|rustc)\b")
 
 
+# The one package the runtime image adds: PostgreSQL's client tools, which `strongroom backup` runs.
+RUNTIME_PACKAGES = frozenset({"postgresql-client"})
+
+
+def _apt_packages(run: str) -> set[str]:
+    packages: set[str] = set()
+    for command in re.split(r"&&|;", run):
+        words = command.split()
+        if "install" in words and words[0] in {"apt-get", "apt"}:
+            packages.update(w for w in words[words.index("install") + 1:] if not w.startswith("-"))
+    return packages
+
+
 def _exec_form(args: str | None) -> Any:
     try:
         return json.loads(args or "null")
@@ -661,8 +692,12 @@ def dockerfile_problems(text: str) -> list[str]:
         elif int(uid) != APP_UID:
             problems.append(f"final USER {uid} does not match the chart's runAsUser {APP_UID}")
     for instruction, args in final.instructions:
-        if instruction == "RUN" and (COMPILER_PACKAGES.search(args) or re.search(r"\bapt(-get)? install\b", args)):
-            problems.append(f"final stage installs packages: {args}")
+        if instruction == "RUN" and COMPILER_PACKAGES.search(args):
+            problems.append(f"final stage installs a compiler: {args}")
+        if instruction == "RUN" and re.search(r"\bapt(-get)? install\b", args):
+            installed = _apt_packages(args)
+            if not installed <= RUNTIME_PACKAGES or "--no-install-recommends" not in args:
+                problems.append(f"final stage installs packages beyond {sorted(RUNTIME_PACKAGES)}: {args}")
         if instruction in {"COPY", "ADD"}:
             words = args.split()
             if not any(w.startswith("--from=") for w in words):
@@ -691,10 +726,17 @@ def test_dockerfile_checker_flags_a_bad_dockerfile() -> None:
         "USER strongroom\nENTRYPOINT strongroom serve\n"
     )
     problems = " | ".join(dockerfile_problems(bad))
-    for expected in ("installs packages", "build context", "not numeric", "ENTRYPOINT", "8000"):
+    for expected in ("installs a compiler", "installs packages beyond", "build context", "not numeric",
+                     "ENTRYPOINT", "8000"):
         assert expected in problems
     assert dockerfile_problems("FROM python:3.11-slim\nUSER 10001\n") == ["not a multi-stage build"]
     assert "root" in " ".join(dockerfile_problems("FROM python:3.11-slim AS b\nFROM python:3.11-slim\nUSER 0:0\n"))
+
+
+def test_the_image_has_the_postgresql_tools_backups_run() -> None:
+    final = parse_dockerfile(DOCKERFILE.read_text())[-1]
+    installed = set().union(*(_apt_packages(args) for instruction, args in final.instructions if instruction == "RUN"))
+    assert "postgresql-client" in installed  # pg_dump / pg_restore / psql for `strongroom backup` (the CronJob)
 
 
 def test_dockerignore_is_an_allow_list() -> None:

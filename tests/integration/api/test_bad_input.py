@@ -9,6 +9,7 @@ national id) are never echoed back.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -826,7 +827,8 @@ async def test_streamed_body_over_the_limit_is_413(fx_api: Any, fx_caller: dict[
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
              "path": CUSTOMERS, "raw_path": CUSTOMERS.encode(), "query_string": b"", "root_path": "",
              "headers": headers, "client": ("127.0.0.1", 50000), "server": ("testserver", 80), "state": {}}
-    await fx_api.app(scope, receive, send)
+    # On the loop the app runs on (the test client's portal): its database pool belongs to that loop.
+    await asyncio.to_thread(fx_api.client.blocking_portal.call, fx_api.app, scope, receive, send)
     start = next(message for message in sent if message["type"] == "http.response.start")
     content = b"".join(message.get("body", b"") for message in sent if message["type"] == "http.response.body")
     response_headers = {name.decode().lower(): value.decode() for name, value in start["headers"]}

@@ -153,11 +153,14 @@ async def test_tampering_is_detected_with_the_right_sequence(fx_api: Any) -> Non
     rep = await fx_api.login(["sales_rep"])
     for index in range(6):
         await fx_api.client.post("/api/v1/customers", headers=rep, json={"name": f"T{index}", "kind": "company"})
+    await fx_api.seal()
     async with fx_api.session_factory() as session:
-        head = (await session.execute(text("SELECT max(seq) FROM audit_events"))).scalar_one()
+        # The create event of the third customer: a 'company' event with later events after it.
+        target = (await session.execute(text(
+            "SELECT seq FROM audit_events WHERE action = 'create' AND entity = 'customer' "
+            "ORDER BY seq DESC LIMIT 1 OFFSET 3"))).scalar_one()
         intact = await verify_trail(session, _key(fx_api).public_key())
     assert intact.ok, intact.detail
-    target = head - 3
     flip = ("UPDATE audit_events SET canonical = CAST(replace(CAST(canonical AS TEXT), 'company', 'c0mpany') AS BLOB) "
             "WHERE seq = {}"
             if fx_api.backend == "sqlite" else

@@ -74,6 +74,17 @@ app.kubernetes.io/part-of: strongroom
 {{- .Values.backup.persistence.existingClaim | default (printf "%s-backups" (include "strongroom.fullname" .)) }}
 {{- end }}
 
+{{- define "strongroom.ledgerClaimName" -}}
+{{- .Values.erasureLedger.existingClaim | default (printf "%s-erasure-ledger" (include "strongroom.fullname" .)) }}
+{{- end }}
+
+{{/* The erasure ledger volume (server: read-write; backup job: read-only). */}}
+{{- define "strongroom.ledgerVolume" -}}
+- name: erasure-ledger
+  persistentVolumeClaim:
+    claimName: {{ include "strongroom.ledgerClaimName" . }}
+{{- end }}
+
 {{/*
 Pod-level security context shared by every Strongroom pod (server, migrate hook, backup).
 UID/GID 10001 match the image's user; fsGroup makes the mounted keyring files group-readable
@@ -119,6 +130,8 @@ The database URL is referenced from a Secret, never written into the manifest.
   value: /var/lib/strongroom
 - name: STRONGROOM_KEYS_DIR
   value: {{ .Values.keyring.mountPath | quote }}
+- name: STRONGROOM_ERASURE_LEDGER_PATH
+  value: {{ printf "%s/erasure-ledger.jsonl" .Values.erasureLedger.mountPath | quote }}
 - name: STRONGROOM_DATABASE_URL
   valueFrom:
     secretKeyRef:
