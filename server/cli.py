@@ -588,7 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_backup_commands(commands)
     # The erase command runs through the erasure service, so the operator's erasure is audited like the API's.
-    commands.choices["erase"].set_defaults(handler=cmd_erase)
+    erase = commands.add_parser("erase", help="crypto-shred a customer's encrypted data (irreversible, audited)")
+    erase.add_argument("customer_id", help="id of the customer (the data subject)")
+    erase.add_argument("--legal-basis", required=True, help="why, e.g. 'GDPR Art. 17 request 2026-114'")
+    erase.add_argument("--actor", help="who asked for it, as the audit trail names the operator (default: cli)")
+    erase.add_argument("--yes", action="store_true", help="confirm: the erasure cannot be undone")
+    erase.set_defaults(handler=cmd_erase)
 
     commands.add_parser("access-review", help="print the access review (who sees which fields)").set_defaults(
         handler=cmd_access_review)

@@ -1,4 +1,4 @@
-"""``strongroom keys init|rotate|reencrypt|status|reapply-ledger`` and ``strongroom erase``.
+"""``strongroom keys init|rotate|reencrypt|status|reapply-ledger``.
 
 ``add_key_commands(commands)`` registers them on the ``strongroom`` parser's subparsers. Handlers take
 ``(settings, args)`` and return an exit code, like the other commands.
@@ -8,19 +8,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings
 from server.security.crypto import CryptoError
 
-__all__ = ["add_key_commands", "cmd_erase", "cmd_keys"]
+__all__ = ["add_key_commands", "cmd_keys"]
 
 EXIT_OK, EXIT_FAILED = 0, 1
 _T = TypeVar("_T")
@@ -109,41 +107,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return _fail(f"unknown keys action {action!r}")
 
 
-def cmd_erase(settings: Settings, args: argparse.Namespace) -> int:
-    """Crypto-shred a customer: destroy its data keys so every encrypted value of it becomes unreadable."""
-    from server.domain.customers.models import Customer
-
-    if not args.yes:
-        return _fail("erasure cannot be undone: repeat with --yes to confirm")
-    try:
-        subject_id = uuid.UUID(args.customer_id)
-    except ValueError:
-        return _fail(f"{args.customer_id!r} is not a customer id")
-    actor = args.actor or f"cli:{getpass.getuser()}"
-
-    async def erase(sessions: async_sessionmaker[AsyncSession], cipher: Any) -> list[uuid.UUID] | None:
-        from server.db import write_transaction
-
-        async with sessions() as session, write_transaction(session):
-            if (await session.execute(select(Customer.id).where(Customer.id == subject_id))).first() is None:
-                return None
-            destroyed: list[uuid.UUID] = await cipher.erase_subject(
-                session, subject_id, actor=actor, legal_basis=args.legal_basis)
-            return destroyed
-
-    try:
-        destroyed = _with_database(settings, erase)
-    except CryptoError as error:
-        return _fail(str(error))
-    if destroyed is None:
-        return _fail(f"no customer {subject_id}")
-    print(f"customer {subject_id} erased: {len(destroyed)} data keys destroyed "
-          f"({', '.join(map(str, destroyed)) or 'none left'}); recorded in the erasure ledger")
-    return EXIT_OK
-
-
 def add_key_commands(commands: Any) -> None:
-    """Register ``keys`` (init, rotate, reencrypt, status, reapply-ledger) and ``erase`` on ``commands``.
+    """Register ``keys`` (init, rotate, reencrypt, status, reapply-ledger) on ``commands``.
 
     Args:
         commands: The ``argparse`` subparsers object of the ``strongroom`` parser.
@@ -162,9 +127,3 @@ def add_key_commands(commands: Any) -> None:
     actions.add_parser("status", help="KEK versions in use, DEK states, values per DEK generation")
     actions.add_parser("reapply-ledger", help="after a restore: destroy again every DEK the erasure ledger lists")
 
-    erase = commands.add_parser("erase", help="crypto-shred a customer's encrypted data (irreversible)")
-    erase.add_argument("customer_id", help="id of the customer (the data subject)")
-    erase.add_argument("--legal-basis", required=True, help="why, e.g. 'GDPR Art. 17 request 2026-114'")
-    erase.add_argument("--actor", help="who asked for it (default: cli:<login name>)")
-    erase.add_argument("--yes", action="store_true", help="confirm: the erasure cannot be undone")
-    erase.set_defaults(handler=cmd_erase)

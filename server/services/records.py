@@ -237,20 +237,26 @@ class RecordService(Generic[ModelT]):
         """The distinct data subjects of several records, for an event about all of them."""
         return sorted({str(subject) for subject in map(self.subject_of, records) if subject is not None})
 
+    def protected_in_trail(self, name: str) -> bool:
+        """Personal or sensitive, or maskable (names, free text): the trail never holds such a value in clear,
+        so that erasing the subject's key leaves nothing readable about them in the audit trail either."""
+        spec = self.entity.field(name)
+        return spec is not None and (spec.classification in SENSITIVE or spec.mask is not MaskFormat.NONE)
+
     def audit_snapshot(self, record: ModelT, names: Iterable[str]) -> dict[str, Any]:
         """Field values for the trail. Personal and sensitive values appear only as their ciphertext."""
         snapshot: dict[str, Any] = {}
         for name in names:
-            spec = self.entity.field(name)
             value = getattr(record, name, None)
-            # Personal or sensitive, or maskable (names, free text): the trail keeps only ciphertext of these,
-            # so that erasing the subject's key leaves nothing readable about them in the audit trail either.
-            if spec is not None and (spec.classification in SENSITIVE or spec.mask is not MaskFormat.NONE) \
-                    and value is not None:
+            if value is not None and self.protected_in_trail(name):
                 sealed = isinstance(value, str) and value.startswith(SEALED_PREFIX)
                 value = value if sealed else "[sensitive]"
             snapshot[name] = value
         return snapshot
+
+    def audit_filters(self, filters: Mapping[str, Any]) -> dict[str, Any]:
+        """The filters of a search as the trail keeps them: which fields were searched, never a protected value."""
+        return {name: "[sensitive]" if self.protected_in_trail(name) else value for name, value in filters.items()}
 
     def seen_in_clear(self, *, reveal: str | None = None) -> list[str]:
         """The fields whose values a read shows in clear and that the audit trail must record as seen."""
@@ -391,7 +397,8 @@ class RecordService(Generic[ModelT]):
                     break
                 after = Keyset(rows[-1].created_at, rows[-1].id)  # type: ignore[attr-defined]
         await self.record_alone(AuditAction.EXPORT, None, fields=self.seen_in_clear(),
-                                after={"records": len(exported), "filters": filters}, subjects=sorted(subjects))
+                                after={"records": len(exported), "filters": self.audit_filters(filters)},
+                                subjects=sorted(subjects))
         return exported
 
     async def create(self, values: dict[str, Any], *, idempotency_key: str | None = None) -> dict[str, Any]:

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from server.config import load_settings
 
@@ -123,6 +124,17 @@ def test_ansible_lint_production_profile_offline(tmp_path: Path) -> None:
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "Profile 'production' was required, and it passed" in output, output
+
+
+def test_postgresql_hosts_get_the_client_tools_backups_run() -> None:
+    """`strongroom backup` runs pg_dump/pg_restore/psql: app hosts on PostgreSQL install them on both families."""
+    role = ANSIBLE_DIR / "roles" / "strongroom"
+    tasks = yaml.safe_load((role / "tasks" / "packages.yml").read_text())
+    (task,) = [t for t in tasks if "strongroom__os_postgresql_client_packages" in str(t)]
+    assert task["when"] == "strongroom_db_backend == 'postgresql'"
+    for family, package in (("Debian", "postgresql-client"), ("RedHat", "postgresql")):
+        variables = yaml.safe_load((role / "vars" / f"{family}.yml").read_text())
+        assert variables["strongroom__os_postgresql_client_packages"] == [package]
 
 
 def test_only_builtin_modules_are_used() -> None:

@@ -64,6 +64,23 @@ async def test_search_by_blind_index_and_duplicates(fx_api: Any) -> None:
     assert "existing_id" not in unseen.json()
 
 
+async def test_an_export_by_email_keeps_the_searched_value_out_of_the_trail(fx_api: Any) -> None:
+    manager = await fx_api.login(["sales_manager"])
+    _customer, contact = await _subject(fx_api, manager)
+    exported = await fx_api.client.get("/api/v1/contacts/export", params={"email": contact["email"]},
+                                       headers=manager)
+    assert exported.status_code == 200, exported.text
+    assert contact["id"] in exported.text
+    await fx_api.seal()
+    async with fx_api.session_factory() as session:
+        events = [decode_event(bytes(row[0])) for row in (await session.execute(text(
+            "SELECT canonical FROM audit_events WHERE action = 'export' AND entity = 'contact' "
+            "ORDER BY seq DESC LIMIT 1"))).all()]
+    (event,) = events
+    assert event["after"]["filters"] == {"email": "[sensitive]"}  # which field was searched, not the value
+    assert contact["email"].lower() not in str(event).lower()
+
+
 async def test_moved_ciphertext_does_not_decrypt(fx_api: Any) -> None:
     rep = await fx_api.login(["sales_rep"])
     _customer, victim = await _subject(fx_api, rep)

@@ -115,5 +115,8 @@ def test_start_refuses_a_tampered_erasure_ledger(settings: Settings) -> None:
 
 
 def test_erase_needs_confirmation(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_keys(settings, "erase", "0190c3c2-0000-7000-8000-000000000000", "--legal-basis", "test") == 1
+    from server.cli import EXIT_USAGE, build_parser
+
+    args = build_parser().parse_args(["erase", "0190c3c2-0000-7000-8000-000000000000", "--legal-basis", "test"])
+    assert args.handler(settings, args) == EXIT_USAGE  # refused before any database or key is touched
     assert "--yes" in capsys.readouterr().err
