@@ -15,7 +15,7 @@ from typing import Any, Final, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.audit import retention, store, trail
+from server.audit import retention, store
 from server.audit.checkpoint import public_key_to_pem
 from server.audit.export import csv_header, csv_row
 from server.audit.sealer import seal_pending
@@ -23,7 +23,7 @@ from server.audit.tags import AuditAction
 from server.db import write_transaction
 from server.errors import Conflict
 from server.services.policy_admin import authorise_admin
-from server.services.records import CallContext
+from server.services.records import CallContext, record_unchanging
 
 READ: Final = "audit:read"
 VERIFY: Final = "audit:verify"
@@ -59,11 +59,9 @@ class AuditService:
 
     async def _record(self, action: AuditAction, *, reason: str | None, after: Mapping[str, Any],
                       entity: str = AUDIT_ENTITY, entity_id: str | None = None, subject_id: str | None = None) -> None:
-        """Record a use of the trail, in its own transaction, before the answer is returned."""
-        async with write_transaction(self.session):
-            await trail.record(self.session, action=action, actor=self.context.actor, entity=entity,
-                               entity_id=entity_id, subject_id=subject_id, reason=reason, after=after,
-                               request=self.context.request)
+        """Record a use of the trail before the answer is returned (it changes nothing: group-committed)."""
+        await record_unchanging(self.context, action=action, entity=entity, entity_id=entity_id,
+                                subject_id=subject_id, reason=reason, after=after)
 
     async def events(self, query: store.EventQuery) -> dict[str, Any]:
         """Events matching the filters, newest first, with the cursor of the next page (the query is recorded)."""

@@ -63,6 +63,20 @@ def actor_of(principal: Principal) -> AuditActor:
                       roles=principal.roles)
 
 
+async def record_unchanging(context: CallContext, **details: Any) -> None:
+    """Record an event about an act that changed nothing (a read, a reveal, an export, an audit query).
+
+    In the server the event joins other requests' in one transaction (group commit); elsewhere it gets a
+    transaction of its own. Either way the caller answers only once the event is committed.
+    """
+    row = trail.pending_event(actor=context.actor, request=context.request, **details)
+    if context.events is not None:
+        await context.events.write(row)
+        return
+    async with write_transaction(context.session):
+        await trail.write_pending(context.session, [row])
+
+
 SENSITIVE = frozenset({Classification.PII, Classification.SENSITIVE})
 SEALED_PREFIX = "sr:"
 BOOKKEEPING_FIELDS = frozenset({"version", "updated_at"})  # move on every change; the event itself says when
@@ -276,21 +290,11 @@ class RecordService(Generic[ModelT]):
         )
 
     async def record_alone(self, action: AuditAction, record: ModelT | None, **details: Any) -> None:
-        """Record an event about an act that changed nothing (a read, a reveal, an export) before answering.
-
-        In the server the event joins other requests' in one transaction (group commit); elsewhere it gets a
-        transaction of its own. Either way the caller answers only once the event is committed.
-        """
-        row = trail.pending_event(
-            action=action, actor=self.context.actor, entity=self.entity.name, entity_id=getattr(record, "id", None),
-            subject_id=self.subject_of(record) if record is not None else None, request=self.context.request,
-            **details,
+        """Record an event about an act on this entity that changed nothing, before answering."""
+        await record_unchanging(
+            self.context, action=action, entity=self.entity.name, entity_id=getattr(record, "id", None),
+            subject_id=self.subject_of(record) if record is not None else None, **details,
         )
-        if self.context.events is not None:
-            await self.context.events.write(row)
-            return
-        async with write_transaction(self.session):
-            await trail.write_pending(self.session, [row])
 
     async def record_denied(self, error: Forbidden, record_id: uuid.UUID | None = None) -> None:
         """The trail keeps every refusal, with what was asked for (and whose record it was, if it exists)."""
