@@ -26,6 +26,8 @@ class AuditEventRecord(Base):
         Index("ix_audit_events_actor_id_seq", "actor_id", "seq"),
         Index("ix_audit_events_action_seq", "action", "seq"),
         Index("ix_audit_events_entity_entity_id_seq", "entity", "entity_id", "seq"),
+        Index("ix_audit_events_entity_seq", "entity", "seq"),
+        Index("ix_audit_events_entity_id_seq", "entity_id", "seq"),
         Index("ix_audit_events_subject_id_seq", "subject_id", "seq"),
         Index("ix_audit_events_outcome_seq", "outcome", "seq"),
         Index("ix_audit_events_ts", "ts"),

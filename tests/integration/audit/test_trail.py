@@ -73,6 +73,12 @@ async def test_changes_reads_reveals_denials_and_logins_are_recorded(fx_api: Any
     assert contact["id"] in view_events[0]["after"]["records"]
     by_field = await _events(fx_api, fx_auditor, field="phone", customer_id=customer["id"])
     assert {event["action"] for event in by_field} >= {"create", "read", "reveal"}
+    # A list read is about several customers at once: found by each of them (through audit_event_subjects).
+    listed = await fx_api.client.get("/api/v1/contacts", headers=rep, params={"customer_id": customer["id"]})
+    assert contact["id"] in [item["id"] for item in listed.json()["items"]]
+    list_reads = [e for e in await _events(fx_api, fx_auditor, customer_id=customer["id"], action="read")
+                  if e["entity_id"] is None and contact["id"] in (e["after"] or {}).get("records", [])]
+    assert list_reads
 
 
 async def test_personal_values_never_reach_the_trail_in_clear(fx_api: Any) -> None:
