@@ -44,6 +44,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    union,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
@@ -419,11 +420,13 @@ async def audit_events(
         if value is not None:
             statement = statement.where(column == value)
     if customer_id is not None:
-        concerns = (AuditEvent.subject_id == customer_id) | (AuditEvent.entity_id == customer_id)
+        # The same union of index lookups as server/audit/store.py (an OR of the three made PostgreSQL read
+        # the whole table).
+        lookups = [select(AuditEvent.seq).where(AuditEvent.subject_id == customer_id),
+                   select(AuditEvent.seq).where(AuditEvent.entity_id == customer_id)]
         if state.audit_subjects:
-            concerns = concerns | AuditEvent.seq.in_(
-                select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == customer_id))
-        statement = statement.where(concerns)
+            lookups.append(select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == customer_id))
+        statement = statement.where(AuditEvent.seq.in_(union(*lookups)))
     if field is not None:
         touched = select(AuditEventField.seq).where(AuditEventField.field == field)
         statement = statement.where(AuditEvent.seq.in_(touched))
