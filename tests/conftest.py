@@ -12,6 +12,7 @@ import os
 import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,15 +76,19 @@ def fx_database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(scope="session", name="fx_settings")
-def fx_settings(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings for the app under test, with keys created in a private directory."""
-    data_dir = tmp_path_factory.mktemp("data")
-    settings = load_settings({}, data_dir=str(data_dir), database_url=fx_database_url, log_level="WARNING")
+def settings_with_keys(data_dir: Path, database_url: str) -> Settings:
+    """Settings for ``database_url`` with every key created in ``data_dir``'s private keys directory."""
+    settings = load_settings({}, data_dir=str(data_dir), database_url=database_url, log_level="WARNING")
     load_or_create_signing_key(Path(settings.resolved_keys_dir), create=True)
     load_or_create_audit_key(Path(settings.resolved_keys_dir), create=True)
     ensure_keyring(settings)
     return settings
+
+
+@pytest.fixture(scope="session", name="fx_settings")
+def fx_settings(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """Settings for the app under test, with keys created in a private directory."""
+    return settings_with_keys(tmp_path_factory.mktemp("data"), fx_database_url)
 
 
 @dataclass
@@ -134,11 +139,11 @@ class Api:
             return (await session.execute(select(User.id).where(User.username == username))).scalar_one()
 
 
-@pytest.fixture(scope="session", name="fx_api")
-async def fx_api(fx_settings: Settings, fx_database_url: str) -> AsyncIterator[Api]:
-    """The application under test, served in-process, one per backend."""
-    app = create_app(fx_settings)
-    engine = create_engine(fx_database_url)
+@asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[Api]:
+    """The application for ``settings`` served in-process, with the default roles and policies seeded."""
+    app = create_app(settings)
+    engine = create_engine(settings.resolved_database_url)
     session_factory = create_session_factory(engine)
     access = AccessControl(session_factory)
     await access.refresh_if_stale(force=True)
@@ -146,11 +151,17 @@ async def fx_api(fx_settings: Settings, fx_database_url: str) -> AsyncIterator[A
         await PolicyAdminService(session, access, system_principal("tests")).seed_defaults()
     try:
         async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
-            yield Api(client=client, app=app,
-                      backend="sqlite" if fx_database_url.startswith("sqlite") else "postgresql",
+            yield Api(client=client, app=app, backend="sqlite" if settings.is_sqlite else "postgresql",
                       session_factory=session_factory, hasher=PasswordHasher())
     finally:
         await engine.dispose()
+
+
+@pytest.fixture(scope="session", name="fx_api")
+async def fx_api(fx_settings: Settings) -> AsyncIterator[Api]:
+    """The application under test, served in-process, one per backend."""
+    async with serving(fx_settings) as api:
+        yield api
 
 
 TEST_UNIT = "Test HQ"

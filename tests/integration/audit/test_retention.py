@@ -20,26 +20,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from litestar.testing import AsyncTestClient
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from server.app import create_app
 from server.audit import retention, store
 from server.audit.canonical import decode_event
 from server.audit.merkle import leaf_hash, root_hash, verify_inclusion
 from server.audit.models import AuditArchive, AuditCheckpoint, AuditCompactRange, AuditEventRecord
 from server.audit.sealer import seal_pending
-from server.config import Settings, load_settings
-from server.db import create_engine, create_session_factory, migrate, write_transaction
+from server.config import Settings
+from server.db import migrate, write_transaction
 from server.domain.base import utc_now
-from server.security.access import AccessControl
-from server.security.field_cipher import ensure_keyring
-from server.security.identity import PasswordHasher, load_or_create_signing_key
 from server.security.principal import system_principal
-from server.services.policy_admin import PolicyAdminService
 from server.services.records import actor_of
-from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, Api
+from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, Api, serving, settings_with_keys
 
 FUTURE = timedelta(days=3650)
 EVENT_TABLES = ("audit_events", "audit_event_fields", "audit_event_subjects")
@@ -62,11 +56,7 @@ def fx_archive_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest
         url = f"postgresql+asyncpg://{POSTGRES_ADMIN_URL.split('://', 1)[1].rsplit('/', 1)[0]}/{name}"
     try:
         migrate(url)
-        settings = load_settings({}, data_dir=str(data_dir), database_url=url, log_level="WARNING")
-        load_or_create_signing_key(Path(settings.resolved_keys_dir), create=True)
-        store.load_or_create_audit_key(Path(settings.resolved_keys_dir), create=True)
-        ensure_keyring(settings)
-        yield settings
+        yield settings_with_keys(data_dir, url)
     finally:
         if request.param != "sqlite":
             _admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -75,20 +65,8 @@ def fx_archive_settings(request: pytest.FixtureRequest, tmp_path_factory: pytest
 @pytest.fixture(scope="module", name="fx_archive_api")
 async def fx_archive_api(fx_archive_settings: Settings) -> AsyncIterator[Api]:
     """The application on this module's database."""
-    settings = fx_archive_settings
-    app = create_app(settings)
-    engine = create_engine(settings.resolved_database_url)
-    session_factory = create_session_factory(engine)
-    access = AccessControl(session_factory)
-    await access.refresh_if_stale(force=True)
-    async with session_factory() as session:
-        await PolicyAdminService(session, access, system_principal("tests")).seed_defaults()
-    try:
-        async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
-            yield Api(client=client, app=app, backend="sqlite" if settings.is_sqlite else "postgresql",
-                      session_factory=session_factory, hasher=PasswordHasher())
-    finally:
-        await engine.dispose()
+    async with serving(fx_archive_settings) as api:
+        yield api
 
 
 @pytest.fixture(scope="module", name="fx_auditor")
