@@ -125,8 +125,12 @@ class AuditWorld:
     count: int
     seed: int
     business_weights: list[float] = field(default_factory=list)
+    ids: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Ids as the events spell them, converted once instead of at every one of millions of picks.
+        self.ids = {entity: [(str(record_id), str(customer_id)) for record_id, customer_id in pool]
+                    for entity, pool in self.records.items()}
         # A few people do most of the work: Zipf-like weights over the business actors.
         self.business_weights = list(itertools.accumulate(1 / (rank + 1) ** 0.9 for rank in range(len(self.business))))
 
@@ -226,10 +230,9 @@ class EventFactory:
 
     def record(self, entity: str) -> tuple[str, str]:
         """A record id and its customer; 40% of the activity goes to a hot tenth of the records."""
-        pool = self.world.records[entity]
+        pool = self.world.ids[entity]
         hot = self.rng.random() < 0.4
-        record_id, customer_id = pool[self.rng.randrange(max(1, len(pool) // 10) if hot else len(pool))]
-        return str(record_id), str(customer_id)
+        return pool[self.rng.randrange(max(1, len(pool) // 10) if hot else len(pool))]
 
     def value(self, entity: EntitySpec, spec: FieldSpec) -> Any:
         """A field's value as ``RecordService.audit_snapshot`` keeps it: ciphertext or a marker if sensitive."""
@@ -374,6 +377,15 @@ def encode_chunk(index: int) -> list[EventRow]:
     return [factory.encoded(first + offset, moment) for offset, moment in enumerate(world.moments(index, count, rng))]
 
 
+def _encode_columns(index: int) -> list[list[Any]]:
+    """:func:`encode_chunk` as columns: a few long lists pickle about three times faster than many tuples."""
+    return [list(column) for column in zip(*encode_chunk(index), strict=True)]
+
+
+def _rows_of(columns: list[list[Any]]) -> list[EventRow]:
+    return [EventRow(*values) for values in zip(*columns, strict=True)]
+
+
 def encoded_chunks(world: AuditWorld, workers: int) -> Iterator[list[EventRow]]:
     """Every chunk, in order, encoded by ``workers`` forked processes (else inline).
 
@@ -388,13 +400,14 @@ def encoded_chunks(world: AuditWorld, workers: int) -> Iterator[list[EventRow]]:
         return
     with multiprocessing.get_context("fork").Pool(workers) as pool:
         indexes = iter(range(world.chunks))
-        pending = deque(pool.apply_async(encode_chunk, (index,)) for index in itertools.islice(indexes, 2 * workers))
+        pending = deque(pool.apply_async(_encode_columns, (index,))
+                        for index in itertools.islice(indexes, 2 * workers))
         while pending:
-            chunk = pending.popleft().get()
+            columns = pending.popleft().get()
             following = next(indexes, None)
             if following is not None:
-                pending.append(pool.apply_async(encode_chunk, (following,)))
-            yield chunk
+                pending.append(pool.apply_async(_encode_columns, (following,)))
+            yield _rows_of(columns)
 
 
 def chain_chunk(chunk: Sequence[EventRow], prev_hash: bytes) -> tuple[list[tuple[EventRow, bytes, bytes]], bytes]:

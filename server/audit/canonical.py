@@ -63,8 +63,7 @@ _OPTIONAL_STRING_KEYS: Final = (
 MAX_SEQ: Final = 2**63 - 1  # PostgreSQL bigint; the chain seals seq as 8 bytes
 MAX_SAFE_INTEGER: Final = 2**53 - 1
 MAX_DEPTH: Final = 32
-_TS_PATTERN: Final = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
-_TS_FORMAT: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+_TS_PATTERN: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}Z")
 _ACTIONS: Final = frozenset(a.value for a in AuditAction)
 _OUTCOMES: Final = frozenset(o.value for o in AuditOutcome)
 _ACTOR_TYPES: Final = frozenset(t.value for t in ActorType)
@@ -110,7 +109,8 @@ def format_timestamp(moment: datetime) -> str:
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise CanonicalError("audit timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+    # isoformat, not strftime: several times faster on the audit hot path, and it pads years below 1000.
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_timestamp(text: str) -> datetime:
@@ -128,7 +128,7 @@ def parse_timestamp(text: str) -> datetime:
     if not isinstance(text, str) or _TS_PATTERN.fullmatch(text) is None:
         raise CanonicalError(f"timestamp {text!r} is not RFC 3339 UTC with microseconds (YYYY-MM-DDTHH:MM:SS.ffffffZ)")
     try:
-        return datetime.strptime(text, _TS_FORMAT).replace(tzinfo=UTC)
+        return datetime.fromisoformat(text)  # the pattern admits only the one form; this checks the calendar
     except ValueError as exc:
         raise CanonicalError(f"timestamp {text!r} is not a valid instant") from exc
 

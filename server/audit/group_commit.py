@@ -1,9 +1,10 @@
 """Group commit for events that change nothing else (reads): many requests' events, one transaction.
 
-An audited read must not answer before its event is durable, but giving every read a transaction of its own
+An audited read must not answer before its event is committed, but giving every read a transaction of its own
 costs a connection, a BEGIN, an INSERT and a COMMIT each (and on SQLite the database write lock). Requests
-hand their event to :class:`GroupCommitWriter` and wait; one task writes whatever has queued up in a single
-transaction and then releases every waiter. Under load a transaction carries tens of events; alone, a read
+hand their event to :class:`GroupCommitWriter` and wait; one task chains whatever has queued up in a single
+transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no pending row and no later seal
+pass) and then releases every waiter. Under load a transaction carries tens of events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
 """
 
@@ -13,10 +14,9 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from server.audit.trail import write_pending
+from server.audit.sealer import chain_now
 from server.db import write_transaction
 
 MAX_BATCH: Final = 500
@@ -64,11 +64,9 @@ class GroupCommitWriter:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         try:
             async with self._session_factory() as session, write_transaction(session):
-                if session.get_bind().dialect.name == "postgresql":
-                    # Read events only: a crash may lose the last fraction of a second of them (never a
-                    # change's event, which commits with the change), and no read waits for a WAL flush.
-                    await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                await write_pending(session, [row for row, _ in batch])
+                # A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in
+                # a crash would let later events take its sequence numbers, a fork for anyone who saw it.
+                await chain_now(session, [row for row, _ in batch])
         except Exception as error:  # noqa: BLE001 - every waiter gets the failure; the writer goes on
             for _, done in batch:
                 if not done.done():

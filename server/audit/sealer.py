@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final, cast
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Final, cast
 
 import structlog
 from sqlalchemy import Table, delete, insert, select, text
@@ -61,10 +62,51 @@ def with_seq(canonical: bytes, seq: int) -> bytes:
                      canonical[at + len(_PLACEHOLDER):]))
 
 
-async def _seal_batch(session: AsyncSession) -> int:
-    """Seal up to :data:`BATCH` pending events in the current transaction; return how many."""
+async def _lock_chain_head(session: AsyncSession) -> tuple[int, bytes]:
+    """Take the chain head for the current transaction and return its sequence number and hash.
+
+    PostgreSQL: a transaction-scoped advisory lock, taken only by code that appends to the chain. SQLite: the
+    caller's ``BEGIN IMMEDIATE`` already holds the one write lock.
+    """
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+    head = (await session.execute(
+        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
+    )).first()
+    return (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
+
+
+async def _append(session: AsyncSession, head: tuple[int, bytes],
+                  rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
+    """Append events after ``head``: each ``(pending id or None, pending-event row)`` gets the next sequence
+    number, its canonical bytes with that number, and its hash over the previous one."""
+    seq, prev_hash = head
+    events: list[dict[str, object]] = []
+    touched: list[dict[str, object]] = []
+    concerned: list[dict[str, object]] = []
+    for pending_id, row in rows:
+        seq += 1
+        canonical = with_seq(bytes(row["canonical"]), seq)
+        digest = seal_event(prev_hash, seq, canonical)
+        events.append({"seq": seq, "pending_id": pending_id, "ts": row["ts"], "actor_id": row["actor_id"],
+                       "action": row["action"], "entity": row["entity"], "entity_id": row["entity_id"],
+                       "subject_id": row["subject_id"], "outcome": row["outcome"], "canonical": canonical,
+                       "prev_hash": prev_hash, "hash": digest})
+        touched.extend({"seq": seq, "field": name} for name in row["fields"].split())
+        concerned.extend({"seq": seq, "subject_id": subject} for subject in row["subjects"].split())
+        prev_hash = digest
+    if not events:
+        return
+    await session.execute(insert(_EVENTS), events)
+    if touched:
+        await session.execute(insert(_EVENT_FIELDS), touched)
+    if concerned:
+        await session.execute(insert(_EVENT_SUBJECTS), concerned)
+
+
+async def _seal_batch(session: AsyncSession) -> int:
+    """Seal up to :data:`BATCH` pending events in the current transaction; return how many."""
+    head = await _lock_chain_head(session)
     pending = (await session.execute(
         select(AuditPending.id, AuditPending.ts, AuditPending.actor_id, AuditPending.action, AuditPending.entity,
                AuditPending.entity_id, AuditPending.subject_id, AuditPending.outcome, AuditPending.fields,
@@ -73,30 +115,19 @@ async def _seal_batch(session: AsyncSession) -> int:
     )).all()
     if not pending:
         return 0
-    head = (await session.execute(
-        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
-    )).first()
-    seq, prev_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
-    events: list[dict[str, object]] = []
-    touched: list[dict[str, object]] = []
-    concerned: list[dict[str, object]] = []
-    for pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome, fields, subjects, body in pending:
-        seq += 1
-        canonical = with_seq(bytes(body), seq)
-        digest = seal_event(prev_hash, seq, canonical)
-        events.append({"seq": seq, "pending_id": pending_id, "ts": ts, "actor_id": actor_id, "action": action,
-                       "entity": entity, "entity_id": entity_id, "subject_id": subject_id, "outcome": outcome,
-                       "canonical": canonical, "prev_hash": prev_hash, "hash": digest})
-        touched.extend({"seq": seq, "field": name} for name in fields.split())
-        concerned.extend({"seq": seq, "subject_id": subject} for subject in subjects.split())
-        prev_hash = digest
-    await session.execute(insert(_EVENTS), events)
-    if touched:
-        await session.execute(insert(_EVENT_FIELDS), touched)
-    if concerned:
-        await session.execute(insert(_EVENT_SUBJECTS), concerned)
+    await _append(session, head, ((row.id, row._mapping) for row in pending))
     await session.execute(delete(AuditPending).where(AuditPending.id.in_([row[0] for row in pending])))
     return len(pending)
+
+
+async def chain_now(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Append events that change nothing else (reads) straight to the chain, in the caller's write transaction.
+
+    Their transaction is their seal pass: they skip ``audit_pending`` (an insert, a read and a delete fewer per
+    event) and wake no sealer. Events of business transactions stay pending until the sealer takes them; the
+    chain's order is the order events were chained in, which for these is the order they committed.
+    """
+    await _append(session, await _lock_chain_head(session), ((None, row) for row in rows))
 
 
 async def seal_pending(session: AsyncSession) -> int:

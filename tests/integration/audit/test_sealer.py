@@ -158,14 +158,41 @@ async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> No
     writer = GroupCommitWriter(fx_api.session_factory)
     writer.start()
     good = trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id="batch-good")
-    bad = {**good, "canonical": None}  # NOT NULL: the whole transaction fails
+    bad = {**good, "action": None}  # NOT NULL: the whole transaction fails
     outcomes = await asyncio.gather(writer.write(good), writer.write(bad), return_exceptions=True)
     await writer.stop()
     assert all(isinstance(outcome, DBAPIError) for outcome in outcomes)
     async with fx_api.session_factory() as session:
-        kept = (await session.execute(select(func.count()).select_from(AuditPending)
-                                      .where(AuditPending.entity_id == "batch-good"))).scalar_one()
+        kept = (await session.execute(text(
+            "SELECT (SELECT count(*) FROM audit_pending WHERE entity_id = 'batch-good') + "
+            "(SELECT count(*) FROM audit_events WHERE entity_id = 'batch-good')"))).scalar_one()
     assert kept == 0  # nothing half-written
+    assert (await _verify(fx_api)).ok
+
+
+async def test_group_committed_reads_are_chained_in_their_own_transaction(fx_api: Any) -> None:
+    """Read events go straight into the chain (no pending row, no seal pass), after events sealed before."""
+    from server.audit.group_commit import GroupCommitWriter
+
+    await fx_api.seal()
+    writer = GroupCommitWriter(fx_api.session_factory)
+    writer.start()
+    marker = uuid.uuid4().hex
+    rows = [trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id=f"{marker}-{n}",
+                                subject_id=marker, subjects=[str(uuid.uuid4())], fields=["email", "phone"])
+            for n in range(30)]
+    await asyncio.gather(*(writer.write(row) for row in rows))
+    await writer.stop()
+    assert await _pending_count(fx_api) == 0  # chained when committed; nothing left for a sealer
+    async with fx_api.session_factory() as session:
+        chained = (await session.execute(select(AuditEventRecord).where(AuditEventRecord.subject_id == marker)
+                                         .order_by(AuditEventRecord.seq))).scalars().all()
+        named = (await session.execute(select(func.count()).select_from(AuditEventSubject).where(
+            AuditEventSubject.seq.in_([event.seq for event in chained])))).scalar_one()
+    assert len(chained) == 30 and named == 30
+    assert all(decode_event(bytes(event.canonical))["seq"] == event.seq for event in chained)
+    assert all(event.pending_id is None for event in chained)
+    assert (await _verify(fx_api)).ok
 
 
 async def test_the_background_sealer_chains_a_burst_of_commits_in_few_passes(fx_api: Any) -> None:

@@ -159,6 +159,29 @@ def test_timestamps_are_utc_microseconds() -> None:
         format_timestamp(datetime(2026, 11, 23))
 
 
+def test_timestamps_round_trip_early_years_and_whole_seconds() -> None:
+    for moment in (datetime(999, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, 0, 0, 0, 0, tzinfo=UTC)):
+        text = format_timestamp(moment)
+        assert len(text) == len("YYYY-MM-DDTHH:MM:SS.ffffffZ")
+        assert parse_timestamp(text) == moment
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2026-02-30T00:00:00.000000Z",  # no such day
+        "2026-01-01T24:00:00.000000Z",
+        "\u0662\u0660\u0662\u0666-01-01T00:00:00.000000Z",  # Arabic-Indic digits match \\d, not the form
+        "2026-01-01T00:00:00.000000+00:00",
+        "2026-01-01T00:00:00Z",
+        "2026-01-01 00:00:00.000000Z",
+    ],
+)
+def test_parse_timestamp_refuses_other_forms_and_impossible_instants(text: str) -> None:
+    with pytest.raises(CanonicalError):
+        parse_timestamp(text)
+
+
 def test_event_keys_are_the_documented_set() -> None:
     assert set(GOLDEN_EVENT) == EVENT_KEYS
 
