@@ -77,3 +77,31 @@ def test_audit_answers_compare_over_the_range_both_cover() -> None:
     assert not _same_events(_answer(12, 10, 3), _answer(10, 7, 3))  # an event missing inside the range
     assert _same_events(_answer(), _answer())
     assert not _same_events(_answer(3), "not json")
+
+
+def test_the_reports_profile_trails_match_the_generators_profiles() -> None:
+    from bench.datagen import PROFILES
+    from bench.report import PROFILE_AUDIT_EVENTS
+
+    assert {name: profile.audit_events for name, profile in PROFILES.items()} == PROFILE_AUDIT_EVENTS
+
+
+def test_the_full_trail_is_loaded_where_audit_queries_run_and_a_short_one_elsewhere() -> None:
+    from bench.run import UNQUERIED_AUDIT_EVENTS, parse_args, queries_audit
+
+    standard, _ = parse_args(["--no-markdown"])
+    assert queries_audit("postgresql", standard) and not queries_audit("sqlite", standard)
+    named, _ = parse_args(["--no-markdown", "--scenarios", "read_clear,audit_query"])
+    assert queries_audit("sqlite", named) and queries_audit("postgresql", named)
+    without, _ = parse_args(["--no-markdown", "--scenarios", "read_clear"])
+    assert not queries_audit("postgresql", without)
+    smoke, _ = parse_args(["--smoke"])
+    assert queries_audit("sqlite", smoke)
+    assert 0 < UNQUERIED_AUDIT_EVENTS < 1_000_000
+
+
+def test_a_short_trail_is_called_so_on_the_page() -> None:
+    report = _report({}, profile="standard")
+    report["targets"] = evaluate_targets(report)
+    text = markdown(report)
+    assert "a short trail: no audit query is measured on this backend" in text
