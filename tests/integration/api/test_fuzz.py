@@ -27,7 +27,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, reject, settings
 from hypothesis import strategies as st
 
 PROBLEM = "application/problem+json"
@@ -422,7 +422,10 @@ def test_fuzz_list_queries(fx_api: Any, fx_caller: dict[str, str], fx_run: Any, 
     @fuzz(LIST_EXAMPLES)
     @given(params=query_parameters(collection))
     def run(params: list[tuple[str, str]]) -> None:
-        response = fx_run(fx_api.client.get(collection, params=params, headers=fx_caller))
+        try:
+            response = fx_run(fx_api.client.get(collection, params=params, headers=fx_caller))
+        except httpx.InvalidURL:  # several long edge values: a query httpx itself refuses to send (over 64 KiB)
+            reject()
         check(response, seen)
         if response.status_code == 200:
             assert set(response.json()) == {"items", "next_cursor"}

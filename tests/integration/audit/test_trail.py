@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from server.audit.store import load_or_create_audit_key, make_checkpoint, verify_trail
+from server.db import WRITE_OPTION
 
 
 async def _events(fx_api: Any, auditor: dict[str, str], **filters: Any) -> list[dict[str, Any]]:
@@ -282,6 +283,9 @@ async def test_truncation_with_its_checkpoints_deleted_is_caught_by_the_external
     await fx_api.seal()  # every event chained, so the server's sealer writes nothing while the test tampers
     async with fx_api.session_factory() as session:
         await session.begin()
+        # Take the write lock at BEGIN (IMMEDIATE on SQLite): this transaction reads the head, then writes, and a
+        # background checkpoint committed in between would otherwise fail it with "database is locked".
+        await session.connection(execution_options={WRITE_OPTION: True})
         try:
             assert await make_checkpoint(session, key, sink) is not None
             head = (await session.execute(text("SELECT max(seq) FROM audit_events"))).scalar_one()
