@@ -62,25 +62,24 @@ def with_seq(canonical: bytes, seq: int) -> bytes:
                      canonical[at + len(_PLACEHOLDER):]))
 
 
-async def _lock_chain_head(session: AsyncSession) -> tuple[int, bytes]:
-    """Take the chain head for the current transaction and return its sequence number and hash.
+async def _lock_chain(session: AsyncSession) -> None:
+    """Hold the chain head for the rest of the current transaction.
 
     PostgreSQL: a transaction-scoped advisory lock, taken only by code that appends to the chain. SQLite: the
     caller's ``BEGIN IMMEDIATE`` already holds the one write lock.
     """
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
+
+
+async def _append(session: AsyncSession, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
+    """Append events after the chain head (call under :func:`_lock_chain`): each ``(pending id or None,
+    pending-event row)`` gets the next sequence number, its canonical bytes with that number, and its hash over
+    the previous one."""
     head = (await session.execute(
         select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
     )).first()
-    return (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
-
-
-async def _append(session: AsyncSession, head: tuple[int, bytes],
-                  rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
-    """Append events after ``head``: each ``(pending id or None, pending-event row)`` gets the next sequence
-    number, its canonical bytes with that number, and its hash over the previous one."""
-    seq, prev_hash = head
+    seq, prev_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
     events: list[dict[str, object]] = []
     touched: list[dict[str, object]] = []
     concerned: list[dict[str, object]] = []
@@ -106,7 +105,7 @@ async def _append(session: AsyncSession, head: tuple[int, bytes],
 
 async def _seal_batch(session: AsyncSession) -> int:
     """Seal up to :data:`BATCH` pending events in the current transaction; return how many."""
-    head = await _lock_chain_head(session)
+    await _lock_chain(session)
     pending = (await session.execute(
         select(AuditPending.id, AuditPending.ts, AuditPending.actor_id, AuditPending.action, AuditPending.entity,
                AuditPending.entity_id, AuditPending.subject_id, AuditPending.outcome, AuditPending.fields,
@@ -115,7 +114,7 @@ async def _seal_batch(session: AsyncSession) -> int:
     )).all()
     if not pending:
         return 0
-    await _append(session, head, ((row.id, row._mapping) for row in pending))
+    await _append(session, ((row.id, row._mapping) for row in pending))
     await session.execute(delete(AuditPending).where(AuditPending.id.in_([row[0] for row in pending])))
     return len(pending)
 
@@ -127,7 +126,8 @@ async def chain_now(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) ->
     event) and wake no sealer. Events of business transactions stay pending until the sealer takes them; the
     chain's order is the order events were chained in, which for these is the order they committed.
     """
-    await _append(session, await _lock_chain_head(session), ((None, row) for row in rows))
+    await _lock_chain(session)
+    await _append(session, ((None, row) for row in rows))
 
 
 async def seal_pending(session: AsyncSession) -> int:
