@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
+import structlog
 from sqlalchemy import String, Table, Text, bindparam, func, insert, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
@@ -45,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
 from server.domain.fields import EntitySpec, ValueKind
+from server.security.access import bump_security_version
 from server.security.crypto import (
     KEYRING_ENV,
     SEALED_PREFIX,
@@ -74,6 +77,7 @@ from server.security.crypto import (
     sealed_key_id,
 )
 from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, DekState, token_prefix
+from server.security.identity.models import SecurityState
 
 __all__ = [
     "ERASED",
@@ -93,8 +97,11 @@ KEYRING_FILE_NAME = "keyring.json"
 EXTRA_FIELDS_ENV = "STRONGROOM_ENCRYPT_EXTRA_FIELDS"
 _ACTIVE_MEMO = "strongroom.field_cipher.active_deks"
 _IN_CHUNK = 500
+_MAX_CONFIRMED = 200_000
 
 _data_keys: Table = DataKeyRow.__table__  # type: ignore[assignment]
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +300,8 @@ class FieldCipher:
         ledger: The erasure ledger beside the keyring; DEKs it lists are refused from the start.
         default_country_code: For phone numbers written without one (blind indexes normalise to E.164).
         extra_encrypted: More ``entity.field`` names to encrypt than the declarations mark.
+        key_state_poll_seconds: How long the state of cached DEKs is trusted without asking the database,
+            unless ``security_state.version`` or the erasure ledger moved (see ``load_deks``).
     """
 
     def __init__(
@@ -303,6 +312,7 @@ class FieldCipher:
         ledger: ErasureLedger,
         default_country_code: str = "+86",
         extra_encrypted: Iterable[str] = (),
+        key_state_poll_seconds: float = 0.25,
     ) -> None:
         self._provider = provider
         self._indexer = blind_indexer
@@ -322,6 +332,13 @@ class FieldCipher:
             "national_id": normalise_national_id,
         }
         self._keyring_stamp = self._file_stamp()
+        self._state_poll_seconds = key_state_poll_seconds
+        self._state_version: int | None = None
+        self._state_checked_at = float("-inf")
+        # DEK id -> the security_state version at which its row was last read (its state confirmed).
+        self._confirmed: dict[uuid.UUID, int] = {}
+        self._ledger_stamp = self._ledger_file_stamp()
+        self._ledger_error_stamp: tuple[int, int, int] | None = None
 
     @classmethod
     def from_settings(
@@ -468,10 +485,10 @@ class FieldCipher:
     # ------------------------------------------------------------------------------------------------ open
 
     async def prepare(self, session: AsyncSession, records: Iterable[Any], entity: EntitySpec) -> None:
-        """Load every DEK the sealed values of ``records`` name, in one query, so ``open_field`` can be sync.
+        """Load every DEK the sealed values of ``records`` name, so ``open_field`` can be sync.
 
         Also refreshes the state of DEKs already cached: a DEK another process destroyed (erasure) is refused
-        from here on. Call it for each request's records before opening them.
+        from here on (see ``load_deks`` for how soon). Call it for each request's records before opening them.
         """
         layout = self._entities.get(entity.name)
         if layout is None:
@@ -491,17 +508,79 @@ class FieldCipher:
         await self.load_deks(session, dek_ids)
 
     async def load_deks(self, session: AsyncSession, dek_ids: Iterable[uuid.UUID]) -> None:
-        """Bring the cache in line with ``data_keys`` for ``dek_ids``: unwrap new ones, drop destroyed ones."""
-        wanted = sorted(set(dek_ids))
+        """Bring the cache in line with ``data_keys`` for ``dek_ids``: unwrap new ones, drop destroyed ones.
+
+        A DEK's row is read only when the cache does not hold the key or has not confirmed its state since
+        ``security_state.version`` last moved; a cached, confirmed key costs no query. Every erasure bumps that
+        version in its own transaction, and the version is read at most every ``key_state_poll_seconds``, so a
+        key destroyed by a process on another host is refused here within that time (as a policy change is,
+        see ``AccessControl``). A process on this host learns of an erasure sooner, from the erasure ledger
+        beside the keyring: the erasing process appends to it before it destroys the key rows, and every call
+        here first checks whether the ledger file changed (a ``stat``).
+        """
+        wanted = set(dek_ids)
+        if not wanted:
+            return
+        self._follow_ledger()
+        version = await self._security_version(session)
+        cache, confirmed = self._cache, self._confirmed
+        stale = sorted(dek_id for dek_id in wanted if not cache.refuses(dek_id)
+                       and (version is None or confirmed.get(dek_id) != version or not cache.holds(dek_id)))
+        if not stale:
+            return
+        if len(confirmed) > _MAX_CONFIRMED:
+            confirmed.clear()
         found: set[uuid.UUID] = set()
-        for chunk in _chunks(wanted):
+        for chunk in _chunks(stale):
             query = select(_data_keys.c.id, _data_keys.c.state, _data_keys.c.wrapped).where(_data_keys.c.id.in_(chunk))
             for dek_id, state, wrapped in (await session.execute(query)).all():
                 found.add(dek_id)
-                self._absorb(dek_id, state, wrapped)
-        for dek_id in wanted:
+                # Labelled with the version read before this query: if an erasure commits after it, the
+                # version moves and the label no longer matches.
+                if self._absorb(dek_id, state, wrapped) is not None and version is not None:
+                    confirmed[dek_id] = version
+        for dek_id in stale:
             if dek_id not in found:
-                self._cache.forget(dek_id)
+                cache.forget(dek_id)
+                confirmed.pop(dek_id, None)
+
+    async def _security_version(self, session: AsyncSession) -> int | None:
+        """``security_state.version``, read at most every ``key_state_poll_seconds``; None if there is no row."""
+        now = time.monotonic()
+        if self._state_version is not None and now - self._state_checked_at < self._state_poll_seconds:
+            return self._state_version
+        version = (await session.execute(select(SecurityState.version).where(SecurityState.id == 1))
+                   ).scalar_one_or_none()
+        if version != self._state_version:
+            self._confirmed.clear()
+        self._state_version, self._state_checked_at = version, now
+        return version
+
+    def _ledger_file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            status = self._ledger.path.stat()
+        except OSError:
+            return None
+        return status.st_ino, status.st_size, status.st_mtime_ns
+
+    def _follow_ledger(self) -> None:
+        """Refuse the DEKs of erasures appended to the ledger since the last look (by any process on this host)."""
+        stamp = self._ledger_file_stamp()
+        if stamp == self._ledger_stamp:
+            return
+        self._confirmed.clear()
+        try:
+            destroyed = self._ledger.destroyed_dek_ids()
+        except CryptoError as error:
+            # Fail closed: with the stamp left as it was, every call asks the database for every key's state.
+            if stamp != self._ledger_error_stamp:
+                self._ledger_error_stamp = stamp
+                log.warning("erasure ledger unreadable; data key states are read from the database on every request",
+                            error=str(error))
+            return
+        for dek_id in destroyed:
+            self._cache.mark_destroyed(dek_id)
+        self._ledger_stamp = stamp
 
     def _absorb(self, dek_id: uuid.UUID, state: str, wrapped: bytes | None) -> DataKey | None:
         if state == DekState.DESTROYED or wrapped is None:
@@ -850,12 +929,14 @@ class FieldCipher:
         return dek_ids
 
     async def _destroy_rows(self, session: AsyncSession, dek_ids: Sequence[uuid.UUID]) -> None:
+        """Destroy the DEK rows and tell every process: the security-state version moves in this transaction."""
         now = _now()
         for chunk in _chunks(list(dek_ids)):
             await session.execute(
                 update(_data_keys).where(_data_keys.c.id.in_(chunk))
                 .values(state=DekState.DESTROYED, wrapped=None, kek_version=None, destroyed_at=now)
             )
+        await bump_security_version(session)
         for dek_id in dek_ids:
             self._cache.mark_destroyed(dek_id)
 

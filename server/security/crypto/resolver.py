@@ -107,6 +107,15 @@ class DekCache:
             self._destroyed.add(dek_id)
             self._entries.pop(dek_id, None)
 
+    def holds(self, dek_id: uuid.UUID) -> bool:
+        """Whether ``resolve`` would answer ``dek_id`` from memory (cached and not expired)."""
+        entry = self._entries.get(dek_id)
+        return entry is not None and (self._ttl is None or entry[1] > time.monotonic())
+
+    def refuses(self, dek_id: uuid.UUID) -> bool:
+        """Whether ``dek_id`` is already known here to be destroyed (no callback is asked)."""
+        return dek_id in self._destroyed
+
     def resolve(self, dek_id: uuid.UUID) -> DataKey:
         """The DEK with id ``dek_id``, from the cache or loaded and unwrapped.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -9,7 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, event, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.db import create_engine, create_session_factory
@@ -23,6 +24,7 @@ from server.models import import_all_models
 from server.security.crypto import DecryptionError, ErasureLedger, Keyring, NormalisationError
 from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, token_prefix
 from server.security.field_cipher import ERASED, UNDECRYPTABLE, FieldCipher, Unreadable
+from server.security.identity.models import SecurityState
 
 CONTACT_FIELDS = ("email", "phone", "mobile", "address", "national_id")
 
@@ -246,3 +248,96 @@ async def test_creating_a_dek_does_not_flush_the_callers_pending_objects(tmp_pat
         await cipher.seal_fields(session, CUSTOMER, pending, pending.id, ["tax_id"])
         assert pending in session.new
         session.expunge(pending)
+
+
+# --- how soon a cached key's destruction is seen, and what a cached key costs ---------------------------------
+
+
+async def _set_security_version(sessions: async_sessionmaker[AsyncSession], version: int) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(delete(SecurityState))
+        session.add(SecurityState(id=1, version=version))
+
+
+def _count_data_key_reads(sessions: async_sessionmaker[AsyncSession]) -> list[str]:
+    statements: list[str] = []
+    engine = sessions.kw["bind"]
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if "FROM data_keys" in statement:
+            statements.append(statement)
+
+    return statements
+
+
+async def test_a_confirmed_key_costs_no_query_until_the_security_version_moves(tmp_path: Path, sessions: Any) -> None:
+    await _set_security_version(sessions, 1)
+    writer = make_cipher(tmp_path)
+    record = await sealed_contact(writer, sessions, new_id(), email="a@example.com")
+    (tmp_path / "reader").mkdir()
+    reader = make_cipher(tmp_path / "reader", writer.provider, key_state_poll_seconds=0)
+    reads = _count_data_key_reads(sessions)
+    for _ in range(3):
+        async with sessions() as session:
+            await reader.prepare(session, [record], CONTACT)
+        assert reader.open_field(CONTACT, record, "email") == "a@example.com"
+    assert len(reads) == 1
+    await _set_security_version(sessions, 2)  # any security change (a policy edit, an erasure elsewhere)
+    async with sessions() as session:
+        await reader.prepare(session, [record], CONTACT)
+    assert len(reads) == 2
+
+
+async def _reader_of_a_subject(tmp_path: Path, sessions: Any, *, host: str | None, poll_seconds: float
+                               ) -> tuple[FieldCipher, FieldCipher, uuid.UUID, SimpleNamespace]:
+    """A writer, a subject with one sealed contact, and a reader that has opened it (its key cached and
+    confirmed). ``host``: the reader's own keys directory (another host's ledger); None shares the writer's."""
+    await _set_security_version(sessions, 1)
+    writer = make_cipher(tmp_path)
+    subject = new_id()
+    record = await sealed_contact(writer, sessions, subject, email="a@example.com")
+    if host is not None:
+        (tmp_path / host).mkdir()
+    reader = make_cipher(tmp_path / host if host else tmp_path, writer.provider, key_state_poll_seconds=poll_seconds)
+    async with sessions() as session:
+        await reader.prepare(session, [record], CONTACT)
+    assert reader.open_field(CONTACT, record, "email") == "a@example.com"
+    return writer, reader, subject, record
+
+
+async def test_an_erasure_on_another_host_is_refused_once_the_version_is_polled(tmp_path: Path, sessions: Any) -> None:
+    # Its own erasure ledger: the reader learns of the erasure from the database only.
+    writer, reader, subject, record = await _reader_of_a_subject(tmp_path, sessions, host="host-b", poll_seconds=0.2)
+    async with sessions() as session, session.begin():
+        await writer.erase_subject(session, subject, actor="dpo", legal_basis="test")
+    async with sessions() as session:
+        assert (await session.execute(select(SecurityState.version))).scalar_one() == 2
+    await asyncio.sleep(0.25)
+    async with sessions() as session:
+        await reader.prepare(session, [record], CONTACT)
+    assert reader.open_field(CONTACT, record, "email") == ERASED
+
+
+async def test_an_erasure_on_this_host_is_refused_at_once_through_the_ledger(tmp_path: Path, sessions: Any) -> None:
+    writer, reader, subject, record = await _reader_of_a_subject(tmp_path, sessions, host=None, poll_seconds=3600)
+    async with sessions() as session, session.begin():
+        await writer.erase_subject(session, subject, actor="dpo", legal_basis="test")
+    async with sessions() as session:
+        await reader.prepare(session, [record], CONTACT)
+    assert reader.open_field(CONTACT, record, "email") == ERASED
+
+
+async def test_an_unreadable_ledger_makes_every_prepare_ask_the_database(tmp_path: Path, sessions: Any) -> None:
+    writer, reader, subject, record = await _reader_of_a_subject(tmp_path, sessions, host="host-b", poll_seconds=3600)
+    kept = await sealed_contact(writer, sessions, new_id(), email="kept@example.com")
+    async with sessions() as session, session.begin():
+        await writer.erase_subject(session, subject, actor="dpo", legal_basis="test")  # on another host
+    (tmp_path / "host-b" / "ledger.jsonl").write_text("not a ledger line\n")  # this host's ledger breaks
+    reads = _count_data_key_reads(sessions)
+    for _ in range(2):
+        async with sessions() as session:
+            await reader.prepare(session, [record, kept], CONTACT)
+        assert reader.open_field(CONTACT, record, "email") == ERASED
+        assert reader.open_field(CONTACT, kept, "email") == "kept@example.com"
+    assert len(reads) == 2  # not trusted from the cache while the ledger cannot be read
