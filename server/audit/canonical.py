@@ -258,26 +258,39 @@ def _optional_object(value: object, where: str) -> dict[str, JSONValue] | None:
     return _json_object(value, where, 1)
 
 
+# Error locations are built only when an error is raised: every event passes through here on the write path.
 def _json_object(value: dict[Any, Any], where: str, depth: int) -> dict[str, JSONValue]:
     result: dict[str, JSONValue] = {}
     for key, item in value.items():
-        result[_plain_str(key, f"{where} key")] = _json_value(item, f"{where}.{key}", depth + 1)
+        if type(key) is not str:
+            key = _plain_str(key, f"{where} key")
+        # Plain strings, small integers and null are most values (ciphertext, versions): no call for them.
+        if type(item) is str or item is None or (type(item) is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER):
+            result[key] = item
+        else:
+            result[key] = _json_value(item, where, depth + 1, key)
     return result
 
 
-def _json_value(value: object, where: str, depth: int) -> JSONValue:
+def _json_value(value: object, where: str, depth: int, key: object = None) -> JSONValue:
     if depth > MAX_DEPTH:
-        raise CanonicalError(f"{where}: nested deeper than {MAX_DEPTH}")
+        raise CanonicalError(f"{_at(where, key)}: nested deeper than {MAX_DEPTH}")
     if value is None or type(value) is bool:
         return value
     if type(value) is int:
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return value
-        raise CanonicalError(f"{where}: integer {value} outside +-(2**53 - 1); store it as a string")
+        raise CanonicalError(f"{_at(where, key)}: integer {value} outside +-(2**53 - 1); store it as a string")
     if isinstance(value, str):
-        return _plain_str(value, where)
+        return _plain_str(value, _at(where, key))
     if isinstance(value, list | tuple):
-        return [_json_value(item, where, depth + 1) for item in value]
+        inner = _at(where, key)
+        return [_json_value(item, inner, depth + 1) for item in value]
     if isinstance(value, dict):
-        return _json_object(value, where, depth)
-    raise CanonicalError(f"{where}: {type(value).__name__} is not allowed (str, int, bool, None, list, dict only)")
+        return _json_object(value, _at(where, key), depth)
+    raise CanonicalError(f"{_at(where, key)}: {type(value).__name__} is not allowed "
+                         "(str, int, bool, None, list, dict only)")
+
+
+def _at(where: str, key: object) -> str:
+    return where if key is None else f"{where}.{key}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import structlog
@@ -72,17 +73,21 @@ async def _lock_chain(session: AsyncSession) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
 
 
-async def _append(session: AsyncSession, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
-    """Append events after the chain head (call under :func:`_lock_chain`): each ``(pending id or None,
-    pending-event row)`` gets the next sequence number, its canonical bytes with that number, and its hash over
-    the previous one."""
-    head = (await session.execute(
-        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
-    )).first()
-    seq, prev_hash = (int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)
-    events: list[dict[str, object]] = []
-    touched: list[dict[str, object]] = []
-    concerned: list[dict[str, object]] = []
+@dataclass(slots=True)
+class ChainedRows:
+    """Rows for the three event tables, chained after a head (:func:`chain_rows`)."""
+
+    events: list[dict[str, object]] = field(default_factory=list)
+    touched: list[dict[str, object]] = field(default_factory=list)
+    concerned: list[dict[str, object]] = field(default_factory=list)
+
+
+def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
+    """The chaining itself, no database: each ``(pending id or None, pending-event row)`` gets the next sequence
+    number after ``head_seq``, its canonical bytes with that number, and its hash over the previous one."""
+    seq, prev_hash = head_seq, head_hash
+    chained = ChainedRows()
+    events, touched, concerned = chained.events, chained.touched, chained.concerned
     for pending_id, row in rows:
         seq += 1
         canonical = with_seq(bytes(row["canonical"]), seq)
@@ -94,13 +99,22 @@ async def _append(session: AsyncSession, rows: Iterable[tuple[int | None, Mappin
         touched.extend({"seq": seq, "field": name} for name in row["fields"].split())
         concerned.extend({"seq": seq, "subject_id": subject} for subject in row["subjects"].split())
         prev_hash = digest
-    if not events:
+    return chained
+
+
+async def _append(session: AsyncSession, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
+    """Append events after the chain head (call under :func:`_lock_chain`); see :func:`chain_rows`."""
+    head = (await session.execute(
+        select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
+    )).first()
+    chained = chain_rows(*((int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)), rows)
+    if not chained.events:
         return
-    await session.execute(insert(_EVENTS), events)
-    if touched:
-        await session.execute(insert(_EVENT_FIELDS), touched)
-    if concerned:
-        await session.execute(insert(_EVENT_SUBJECTS), concerned)
+    await session.execute(insert(_EVENTS), chained.events)
+    if chained.touched:
+        await session.execute(insert(_EVENT_FIELDS), chained.touched)
+    if chained.concerned:
+        await session.execute(insert(_EVENT_SUBJECTS), chained.concerned)
 
 
 async def _seal_batch(session: AsyncSession) -> int:

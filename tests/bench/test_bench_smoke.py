@@ -22,7 +22,7 @@ SCENARIOS = {"read_clear", "read_masked", "encryption_read", "list_50", "update"
              *AUDIT_FILTERS}
 ONLY_ON = {"sqlite": {"create"}, "postgresql": {"audited_write"}}  # PostgreSQL's create is the audited write
 TARGETS = {"secure_read", "list_50", "audited_write", "encryption_read", "blind_index_p95", "audit_verify",
-           "inclusion_proof", "audit_query_p95", "rewrap", "reencrypt"}
+           "inclusion_proof", "audit_chaining", "audit_query_p95", "rewrap", "reencrypt"}
 STATUSES = {"met", "missed", "not available yet", "skipped", "failed", "unrecognised"}
 METRICS = {"rps", "p50_ms", "p95_ms", "p99_ms", "requests", "errors", "runs"}
 
