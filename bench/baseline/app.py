@@ -461,7 +461,7 @@ def create_app() -> Litestar:
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+            engine = create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         async with engine.connect() as connection:  # audit_event_subjects came with the audit sealer
