@@ -5,9 +5,11 @@ Leaf i of the audit tree is the event with sequence number i + 1, and its data i
 - ``leaf_hash(d) = SHA-256(0x00 || d)``, ``node_hash(l, r) = SHA-256(0x01 || l || r)`` (RFC 9162 2.1.1), the
   prefixes keeping a leaf from ever passing for an inner node.
 - The root of n leaves (MTH) splits at the largest power of two below n; the empty tree's root is SHA-256("").
-- Proof generation follows 2.1.3.1 (PATH) and 2.1.4.1 (PROOF/SUBPROOF); verification follows 2.1.3.2 and
-  2.1.4.2 literally, and fails closed: any malformed input, any proof node too many or too few, a proof that
-  does not climb the whole tree, or a size out of range is a failure, never an exception or a pass.
+- Proof generation follows 2.1.3.1 (PATH) and 2.1.4.1 (PROOF/SUBPROOF); consistency verification follows
+  2.1.4.2 literally, inclusion verification computes 2.1.3.2's walk from the proof's shape worked out up front
+  (the tests hold it to a literal transcription). Both fail closed: any malformed input, any proof node too many
+  or too few, a proof that does not climb the whole tree, or a size out of range is a failure, never an
+  exception or a pass.
 """
 
 from __future__ import annotations
@@ -482,32 +484,34 @@ def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[by
         True only if the proof has exactly the nodes a leaf at ``index`` in a tree of ``tree_size`` needs and
         they lead from ``leaf`` to ``root``.
     """
-    if not (_valid_size(index) and _valid_size(tree_size) and index < tree_size):
+    if not (type(index) is int and type(tree_size) is int and 0 <= index < tree_size <= MAX_TREE_SIZE):
         return False
-    if not (_valid_hash(leaf) and _valid_hash(root) and isinstance(proof, list | tuple) and len(proof) <= 64):
+    if not (type(leaf) is bytes and len(leaf) == HASH_SIZE and type(root) is bytes and len(root) == HASH_SIZE):
         return False
+    if not isinstance(proof, (list, tuple)):
+        return False
+    # The RFC's walk, with fn = index and sn = tree_size - 1 shifted right together, takes its shape from two
+    # numbers. Below level ``inner`` (the highest bit where fn and sn differ) the leaf's path and the tree's right
+    # edge are apart: one node per level, a left sibling where fn is odd. From there on fn == sn, so the path runs
+    # along the right edge: one node, always a left sibling, per set bit of fn; its levels without a sibling are
+    # the ones the RFC skips. So the proof has exactly inner + popcount(index >> inner) nodes; sn reaching 0 too
+    # early (a node too many) or not at all (a node too few) is this count being wrong.
+    inner = (index ^ (tree_size - 1)).bit_length()
+    border = len(proof) - inner
+    if border != (index >> inner).bit_count():
+        return False
+    # Bit i set: node i is a left sibling. The bit above the last node is a sentinel: it must be all that is
+    # left at the end, so exactly len(proof) nodes were hashed even if the sequence changed under us.
+    left = index & ((1 << inner) - 1) | ((2 << border) - 1) << inner
     sha256 = hashlib.sha256
-    fn = index
-    sn = tree_size - 1
     node = leaf
     # Node checks sit inside the loop rather than in a pre-pass: this path runs for every event of an export.
     for sibling in proof:
-        if sn == 0:  # more nodes than the path to the root: an extra node
-            return False
         if sibling.__class__ is not bytes or len(sibling) != HASH_SIZE:
             return False
-        if fn & 1 or fn == sn:
-            node = sha256(_NODE + sibling + node).digest()
-            if not fn & 1:
-                while fn and not fn & 1:
-                    fn >>= 1
-                    sn >>= 1
-        else:
-            node = sha256(_NODE + node + sibling).digest()
-        fn >>= 1
-        sn >>= 1
-    # sn must have reached 0: a proof that stops short of the root "verifies" only a subtree.
-    return sn == 0 and node == root
+        node = sha256(_NODE + sibling + node if left & 1 else _NODE + node + sibling).digest()
+        left >>= 1
+    return left == 1 and node == root
 
 
 def verify_consistency(first: int, second: int, proof: Sequence[bytes], first_root: bytes, second_root: bytes) -> bool:

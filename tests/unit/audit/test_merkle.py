@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,45 @@ def ref_proof(m: int, data: Sequence[bytes]) -> list[bytes]:
         return [*subproof(m - k, data[k:], False), ref_mth(data[:k])]
 
     return subproof(m, data, True)
+
+
+def rfc_walk(leaf: bytes, index: int, size: int, proof: Sequence[bytes], *, strict: bool = True) -> bytes | None:
+    """RFC 9162 2.1.3.2 transcribed: the root the proof leads to, or None where the RFC fails it.
+
+    With ``strict=False`` the range and length checks (step 1, step 4a, step 5's sn == 0) are skipped: what a
+    verifier without them would accept, so the root an attacker would present with a proof of the wrong shape.
+    """
+    if strict and index >= size:
+        return None
+    fn, sn, r = index, size - 1, leaf
+    for p in proof:
+        if strict and sn == 0:
+            return None
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return None if strict and sn != 0 else r
+
+
+def rfc_path_length(index: int, size: int) -> int:
+    """How many nodes the RFC 9162 2.1.3.2 walk takes before sn reaches 0 (no hashing)."""
+    fn, sn, count = index, size - 1, 0
+    while sn:
+        if not fn & 1 and fn == sn:
+            while fn and not fn & 1:
+                fn >>= 1
+                sn >>= 1
+        fn >>= 1
+        sn >>= 1
+        count += 1
+    return count
 
 
 def data_for(n: int) -> list[bytes]:
@@ -255,6 +295,56 @@ def test_proof_that_does_not_consume_the_tree_size_fails() -> None:
     for size in range(5, 9):  # the 4-leaf subtree's root is not the root of a larger tree
         assert not verify_inclusion(leaves[1], 1, size, proof4, tree.root(4))
     assert not verify_consistency(4, 8, [], tree.root(4), tree.root(4))
+
+
+@pytest.mark.parametrize("size", [*range(1, 40), 64, 100, 2**20 - 1, 2**20, 10_000_000, 2**63 - 1])
+def test_inclusion_verifier_accepts_exactly_what_the_rfc_walk_accepts(size: int) -> None:
+    """Proofs a node too short or too long, or for index == size, fail even with the root they lead to."""
+    rng = random.Random(size)
+    indices = range(size + 1) if size < 100 else {0, size - 1, size, *(rng.randrange(size) for _ in range(20))}
+    for index in indices:
+        leaf = rng.randbytes(32)
+        needed = rfc_path_length(index, size)
+        for length in range(max(0, needed - 2), needed + 3):
+            proof = [rng.randbytes(32) for _ in range(length)]
+            led_to = rfc_walk(leaf, index, size, proof, strict=False)
+            assert led_to is not None
+            valid = rfc_walk(leaf, index, size, proof) is not None
+            assert valid is (index < size and length == needed), (index, length)
+            assert verify_inclusion(leaf, index, size, proof, led_to) is valid, (index, length)
+            assert verify_inclusion(leaf, index, size, tuple(proof), led_to) is valid, (index, length)
+            if valid:
+                assert not verify_inclusion(leaf, index, size, proof, bytes([led_to[0] ^ 1]) + led_to[1:])
+
+
+def test_inclusion_proof_hashes_exactly_the_nodes_it_counts() -> None:
+    """A sequence whose length and contents disagree cannot make an inner node pass for a leaf."""
+
+    class OverstatedLength(list[bytes]):
+        def __len__(self) -> int:
+            return super().__len__() + 2
+
+    leaves = [leaf_hash(d) for d in data_for(8)]
+    tree = MerkleTree(leaves)
+    left_half, right_half = tree.root(4), root_hash(leaves[4:])
+    assert not verify_inclusion(left_half, 0, 8, OverstatedLength([right_half]), tree.root())
+
+
+def test_inclusion_refuses_hashes_that_are_not_exactly_bytes() -> None:
+    """Right values in the wrong type fail: a bytes subclass could rewrite the concatenation it is hashed in."""
+
+    class Rebound(bytes):
+        pass
+
+    leaves = [leaf_hash(d) for d in data_for(5)]
+    tree = MerkleTree(leaves)
+    root, proof = tree.root(), tree.inclusion_proof(2)
+    assert verify_inclusion(leaves[2], 2, 5, proof, root)
+    for retype in (bytearray, memoryview, Rebound):
+        for i in range(len(proof)):
+            assert not verify_inclusion(leaves[2], 2, 5, [*proof[:i], retype(proof[i]), *proof[i + 1 :]], root)
+        assert not verify_inclusion(retype(leaves[2]), 2, 5, proof, root)
+        assert not verify_inclusion(leaves[2], 2, 5, proof, retype(root))
 
 
 Verifier = Callable[..., bool]
