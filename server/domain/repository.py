@@ -7,12 +7,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
+
+_GET_STATEMENTS_MAX = 4096
+_GET_STATEMENTS: dict[tuple[type[Any], bool, tuple[int, ...]], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,11 +48,24 @@ class Repository(Generic[ModelT]):
     async def get(
         self, record_id: uuid.UUID, *criteria: ColumnElement[bool], for_update: bool = False
     ) -> ModelT | None:
-        """The record with ``record_id`` that also matches ``criteria``, or None."""
-        statement = select(self.model).where(self.column("id") == record_id, *criteria)
-        if for_update:
-            statement = statement.with_for_update()
-        return (await self.session.execute(statement)).scalar_one_or_none()
+        """The record with ``record_id`` that also matches ``criteria``, or None.
+
+        The statement is kept for the same model and the same criteria objects (callers that reuse their
+        criteria, as the record scopes do, skip building and cache-keying it: most of its cost).
+        """
+        key = (self.model, for_update, tuple(map(id, criteria)))
+        kept = _GET_STATEMENTS.get(key)
+        if kept is not None and all(a is b for a, b in zip(kept[0], criteria, strict=True)):
+            statement = kept[1]
+        else:
+            statement = select(self.model).where(self.column("id") == bindparam("record_id"), *criteria)
+            if for_update:
+                statement = statement.with_for_update()
+            if len(_GET_STATEMENTS) >= _GET_STATEMENTS_MAX:
+                _GET_STATEMENTS.clear()
+            _GET_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
+        found: ModelT | None = (await self.session.execute(statement, {"record_id": record_id})).scalar_one_or_none()
+        return found
 
     async def list_page(
         self,

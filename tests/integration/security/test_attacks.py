@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -51,6 +52,32 @@ async def test_team_scope_covers_reports_only(fx_api: Any) -> None:
                                     headers=manager_headers)).status_code == 200
     assert (await fx_api.client.get(f"/api/v1/customers/{other_customer['id']}",
                                     headers=manager_headers)).status_code == 404
+
+
+async def test_reused_scope_statements_follow_each_caller_and_a_change_of_manager(fx_api: Any) -> None:
+    # Scope criteria and the statements built from them are reused across requests (records.py, repository.py):
+    # they must never carry one caller's scope to another, nor outlive a change of the team.
+    first_manager, second_manager = [await fx_api.create_user(["sales_manager"]) for _ in range(2)]
+    first = {"Authorization": f"Bearer {await fx_api.token_for(first_manager)}"}
+    second = {"Authorization": f"Bearer {await fx_api.token_for(second_manager)}"}
+    report_name = await fx_api.create_user(["sales_rep"], manager=first_manager)
+    report = {"Authorization": f"Bearer {await fx_api.token_for(report_name)}"}
+    outsider = await fx_api.login(["sales_rep"])
+    customer = await _customer(fx_api, report)
+    url = f"/api/v1/customers/{customer['id']}"
+    for _ in range(2):
+        assert (await fx_api.client.get(url, headers=report)).status_code == 200
+        assert (await fx_api.client.get(url, headers=outsider)).status_code == 404
+        assert (await fx_api.client.get(url, headers=first)).status_code == 200
+        assert (await fx_api.client.get(url, headers=second)).status_code == 404
+    sysadmin = await _admin_headers(fx_api, "sysadmin")
+    moved = await fx_api.client.patch(f"/api/v1/admin/users/{report_name}", headers=sysadmin,
+                                      json={"manager": second_manager})
+    assert moved.status_code == 200, moved.text
+    await asyncio.sleep(0.3)  # each process re-reads the security state at most every 0.25 s
+    assert (await fx_api.client.get(url, headers=first)).status_code == 404
+    assert (await fx_api.client.get(url, headers=second)).status_code == 200
+    assert (await fx_api.client.get(url, headers=report)).status_code == 200
 
 
 async def test_patch_with_forbidden_field_applies_nothing(fx_api: Any) -> None:

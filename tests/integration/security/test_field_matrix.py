@@ -84,7 +84,7 @@ async def _world(fx_api: Any, owner_id: uuid.UUID) -> dict[str, Any]:
                         tax_id="91310000MA1FL0XX3K", tags=["vip"], notes="Prefers calls after 6pm; diabetic.")
     contact = Contact(customer_id=customer.id, name="林小明", title="Owner", phone="+86 138 0013 8000",
                       mobile="13912345678", email="lin.xiaoming@example.com", address="上海市浦东新区世纪大道100号",
-                      national_id="110101199003074512", marketing_consent=True, consent_at=now,
+                      national_id="110101199003076217", marketing_consent=True, consent_at=now,
                       consent_source="web form")
     opportunity = Opportunity(customer_id=customer.id, title="Home care plan", amount=Decimal("18000.5000"),
                               currency="CNY", stage="proposal", probability=50,
