@@ -30,7 +30,7 @@ class AuditEventRecord(Base):
         Index("ix_audit_events_entity_id_seq", "entity_id", "seq"),
         Index("ix_audit_events_subject_id_seq", "subject_id", "seq"),
         Index("ix_audit_events_outcome_seq", "outcome", "seq"),
-        Index("ix_audit_events_ts", "ts"),
+        Index("ix_audit_events_ts_seq", "ts", "seq"),
         Index("uq_audit_events_pending_id", "pending_id", unique=True),
     )
 

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import Select, func, select, union
+from sqlalchemy import ColumnElement, ScalarSelect, Select, SQLColumnExpression, func, select, union
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -379,6 +379,11 @@ async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
     return await sign_checkpoint(session, signing_key, await merkle_state(session, int(head)), sink)
 
 
+async def events_waiting(session: AsyncSession) -> bool:
+    """Whether committed events wait for the sealer (``audit_pending`` holds any)."""
+    return (await session.execute(select(AuditPending.id).order_by(AuditPending.id).limit(1))).first() is not None
+
+
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """Compliance query filters; every one is optional and they combine with AND."""
@@ -396,40 +401,133 @@ class EventQuery:
     limit: int = 100
 
 
-def _filtered(query: EventQuery) -> Select[Any]:
-    statement = select(AuditEventRecord)
-    for column, value in ((AuditEventRecord.actor_id, query.actor_id), (AuditEventRecord.entity, query.entity),
-                          (AuditEventRecord.entity_id, query.entity_id), (AuditEventRecord.action, query.action),
-                          (AuditEventRecord.outcome, query.outcome)):
-        if value is not None:
-            statement = statement.where(column == value)
+_EVENT_COLUMNS = (AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash, AuditEventRecord.hash)
+SeqRange = tuple[ColumnElement[int] | int, ColumnElement[int] | int]  # the least and greatest seq, inclusive
+# Up to this many events in a time window, finding its sequence bounds takes a few milliseconds, wherever it lies.
+SMALL_WINDOW = 100_000
+
+
+def _on_postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _conditions(query: EventQuery, seq_range: SeqRange | None) -> list[ColumnElement[bool]]:
+    """Every filter of ``query`` but the time window; the cursor and ``seq_range`` bound every sequence number
+    it looks up (each index lookup is bounded by them, not only the result)."""
+
+    def bounded(seq: SQLColumnExpression[int]) -> list[ColumnElement[bool]]:
+        limits: list[ColumnElement[bool]] = [] if seq_range is None else [seq.between(*seq_range)]
+        return limits if query.before_seq is None else [*limits, seq < query.before_seq]
+
+    conditions = [column == value for column, value in (
+        (AuditEventRecord.actor_id, query.actor_id), (AuditEventRecord.entity, query.entity),
+        (AuditEventRecord.entity_id, query.entity_id), (AuditEventRecord.action, query.action),
+        (AuditEventRecord.outcome, query.outcome)) if value is not None]
     if query.subject_id is not None:
         # "Everything that happened to or was seen of customer X": its own events and its records' events.
         # Events about several subjects at once (lists, exports) name them in audit_event_subjects. A union
         # of three index lookups: the same condition written with OR made PostgreSQL read the whole table.
-        statement = statement.where(AuditEventRecord.seq.in_(union(
-            select(AuditEventRecord.seq).where(AuditEventRecord.subject_id == query.subject_id),
-            select(AuditEventRecord.seq).where(AuditEventRecord.entity_id == query.subject_id),
-            select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == query.subject_id),
+        conditions.append(AuditEventRecord.seq.in_(union(
+            select(AuditEventRecord.seq).where(AuditEventRecord.subject_id == query.subject_id,
+                                               *bounded(AuditEventRecord.seq)),
+            select(AuditEventRecord.seq).where(AuditEventRecord.entity_id == query.subject_id,
+                                               *bounded(AuditEventRecord.seq)),
+            select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == query.subject_id,
+                                                *bounded(AuditEventSubject.seq)),
         )))
     if query.field is not None:
-        statement = statement.where(AuditEventRecord.seq.in_(
-            select(AuditEventField.seq).where(AuditEventField.field == query.field)))
-    if query.since is not None:
-        statement = statement.where(AuditEventRecord.ts >= query.since)
-    if query.until is not None:
-        statement = statement.where(AuditEventRecord.ts < query.until)
-    if query.before_seq is not None:
-        statement = statement.where(AuditEventRecord.seq < query.before_seq)
-    return statement
+        conditions.append(AuditEventRecord.seq.in_(
+            select(AuditEventField.seq).where(AuditEventField.field == query.field, *bounded(AuditEventField.seq))))
+    return [*conditions, *bounded(AuditEventRecord.seq)]
+
+
+def _time_window(query: EventQuery, ts: SQLColumnExpression[datetime]) -> list[ColumnElement[bool]]:
+    """The conditions on ``ts`` (a column of the events or of a subquery of them) that ``since``/``until`` set."""
+    window = [] if query.since is None else [ts >= query.since]
+    return window if query.until is None else [*window, ts < query.until]
+
+
+def _window_bounds(query: EventQuery) -> Select[int | None, int | None]:
+    """The least and greatest ``seq`` of the events in the time window (both NULL when it holds none).
+
+    One index-only scan of the window's entries in ``(ts, seq)``. ``seq + 0``, because over the bare column
+    PostgreSQL's min/max rewrite walks the primary key from one end until it meets the window, costed as if
+    the window's events were spread evenly over the trail when they are one contiguous stretch of it: that walk
+    is what the time filter cost before (seconds at 10 million events).
+    """
+    low, high = func.min(AuditEventRecord.seq + 0), func.max(AuditEventRecord.seq + 0)
+    return select(low.label("low"), high.label("high")).where(*_time_window(query, AuditEventRecord.ts))
+
+
+def _window_bounds_inline(query: EventQuery) -> SeqRange:
+    """The time window's bounds, computed inside the statement that uses them (once: InitPlans on PostgreSQL)."""
+    bounds = _window_bounds(query).cte("window_bounds")
+    return select(bounds.c.low).scalar_subquery(), select(bounds.c.high).scalar_subquery()
+
+
+def _matching(query: EventQuery, *conditions: ColumnElement[bool], oldest_first: bool = False,
+              seq_range: SeqRange | None = None, postgresql: bool = False) -> Select[int, bytes, bytes, bytes]:
+    """The events matching ``query`` and ``conditions`` (on :class:`AuditEventRecord` columns), newest first
+    (oldest first with ``oldest_first``).
+
+    With ``seq_range``, the bounds of the time window, only that range of the primary key is read (and the range
+    also bounds each index lookup of the other filters). It is exact: every event in the window has a ``seq`` in
+    the range, and ``ts`` follows ``seq`` closely, so the range holds little besides the window. The ``ts``
+    conditions are still applied, to the few events in the range from outside the window (chained late, or whose
+    neighbours were); on PostgreSQL outside a subquery it must plan on its own (``OFFSET 0``). Next to the range
+    it takes the two as independent, expects a handful of rows, and reads every event of the window through
+    ``(ts, seq)`` to sort them, instead of reading the range in order and stopping at the limit. SQLite reads the
+    range in order as it is; given the subquery, it would sort it.
+    """
+    order = AuditEventRecord.seq.asc() if oldest_first else AuditEventRecord.seq.desc()
+    if seq_range is None or not postgresql:
+        in_window = _time_window(query, AuditEventRecord.ts)
+        return select(*_EVENT_COLUMNS).where(*_conditions(query, seq_range), *in_window, *conditions).order_by(order)
+    ranged = (select(*_EVENT_COLUMNS, AuditEventRecord.ts).where(*_conditions(query, seq_range), *conditions)
+              .order_by(order).offset(0).subquery("ranged"))
+    return (select(ranged.c.seq, ranged.c.canonical, ranged.c.prev_hash, ranged.c.hash)
+            .where(*_time_window(query, ranged.c.ts))
+            .order_by(ranged.c.seq.asc() if oldest_first else ranged.c.seq.desc()))
+
+
+async def _time_window_plan(session: AsyncSession, query: EventQuery) -> Literal["empty", "bounds", "walk"]:
+    """How to answer a page of a time window: not at all (it holds no event), from the window's sequence bounds,
+    or by walking back from the cursor (the newest event when there is none) as without a window.
+
+    Three probes of one index entry each: the window's first and last entries in ``(ts, seq)``, and the head.
+    Bounding a window scans all its entries in ``(ts, seq)``; walking back reads every event between the cursor
+    and the window, and cannot stop early when the window holds fewer matches than a page. So a window is
+    bounded when it is small or lies further behind the cursor than it is wide; a wide one near the cursor (last
+    year's events, asked for today) is walked, as it was before bounds existed.
+    """
+    window = _time_window(query, AuditEventRecord.ts)
+
+    def first(*order: ColumnElement[Any]) -> ScalarSelect[int]:
+        return select(AuditEventRecord.seq).where(*window).order_by(*order).limit(1).scalar_subquery()
+
+    ts, seq = AuditEventRecord.ts, AuditEventRecord.seq
+    oldest, newest, head = (await session.execute(
+        select(first(ts.asc(), seq.asc()), first(ts.desc(), seq.desc()), func.max(seq)))).one()
+    if oldest is None or newest is None:
+        return "empty"
+    start = int(head) if query.before_seq is None else query.before_seq - 1
+    width, behind = abs(int(newest) - int(oldest)), start - int(newest)
+    return "bounds" if width <= max(behind, SMALL_WINDOW) else "walk"
 
 
 async def query_events(session: AsyncSession, query: EventQuery) -> tuple[list[dict[str, Any]], int | None]:
     """Matching events newest first, and the cursor (a sequence number) of the next page."""
-    rows = (await session.execute(_filtered(query).order_by(AuditEventRecord.seq.desc()).limit(query.limit + 1))
-            ).scalars().all()
-    events = [{**decode_event(bytes(row.canonical)), "hash": bytes(row.hash).hex()} for row in rows[: query.limit]]
-    next_cursor = rows[query.limit - 1].seq if len(rows) > query.limit else None
+    seq_range: SeqRange | None = None
+    if query.since is not None or query.until is not None:
+        plan = await _time_window_plan(session, query)
+        if plan == "empty":
+            return [], None
+        seq_range = _window_bounds_inline(query) if plan == "bounds" else None
+    statement = _matching(query, seq_range=seq_range, postgresql=_on_postgresql(session))
+    rows = (await session.execute(statement.limit(query.limit + 1))).all()
+    events = [{**decode_event(bytes(canonical)), "hash": bytes(digest).hex()}
+              for _, canonical, _, digest in rows[: query.limit]]
+    next_cursor = int(rows[query.limit - 1][0]) if len(rows) > query.limit else None
     return events, next_cursor
 
 
@@ -473,6 +571,28 @@ async def prepare_export(session: AsyncSession, query: EventQuery, signing_key: 
     return ExportPlan(query, tree, checkpoints, selection or "all", format_timestamp(utc_now()))
 
 
+async def _export_rows(session: AsyncSession, query: EventQuery, last: int) -> AsyncIterator[list[ChainRow]]:
+    """The events matching ``query`` up to seq ``last``, oldest first, in batches."""
+    bounds: tuple[int, int] | None = None
+    if query.since is not None or query.until is not None:
+        # The time window's bounds are found once for the whole export, not by every batch's statement.
+        low, high = (await session.execute(_window_bounds(query))).one()
+        if low is None or high is None:
+            return  # nothing in the window
+        bounds = (int(low), int(high))
+    cursor, postgresql = 0, _on_postgresql(session)
+    while True:
+        statement = _matching(query, AuditEventRecord.seq > cursor, AuditEventRecord.seq <= last, oldest_first=True,
+                              seq_range=bounds, postgresql=postgresql).limit(BATCH)
+        batch = [(int(seq), bytes(body), bytes(prev), bytes(digest))
+                 for seq, body, prev, digest in (await session.execute(statement)).all()]
+        if batch:
+            yield batch
+        if len(batch) < BATCH:
+            return
+        cursor = batch[-1][0]
+
+
 async def export_lines(session: AsyncSession, plan: ExportPlan,
                        signing_key: Ed25519PrivateKey) -> AsyncIterator[str]:
     """The export's JSONL lines, reading the selected events from the database in batches as they are written."""
@@ -480,18 +600,9 @@ async def export_lines(session: AsyncSession, plan: ExportPlan,
                           signing_key=signing_key)
     for line in writer.opening():
         yield line
-    statement = (_filtered(replace(plan.query, before_seq=None))
-                 .with_only_columns(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
-                                    AuditEventRecord.hash)
-                 .where(AuditEventRecord.seq <= writer.tree_size).order_by(AuditEventRecord.seq).limit(BATCH))
-    cursor = 0
-    while True:
-        batch = (await session.execute(statement.where(AuditEventRecord.seq > cursor))).all()
-        for seq, body, prev, digest in batch:
-            yield writer.event((int(seq), bytes(body), bytes(prev), bytes(digest)))
-        if len(batch) < BATCH:
-            break
-        cursor = int(batch[-1][0])
+    async for batch in _export_rows(session, replace(plan.query, before_seq=None), writer.tree_size):
+        for row in batch:
+            yield writer.event(row)
     for line in writer.closing():
         yield line
 

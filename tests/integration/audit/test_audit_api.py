@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import insert
 
+from server.audit import trail
 from server.audit.export import CSV_COLUMNS
+from server.audit.models import AuditPending
+from server.audit.tags import ActorType, AuditAction
+from server.db import write_transaction
 
 
 @pytest.fixture(scope="session", name="fx_auditor")
@@ -133,3 +138,16 @@ async def test_csv_export_streams_verifies_offline_and_defuses_formulas(fx_api: 
                                     headers=fx_auditor)
     assert jsonl.headers["content-type"].startswith("application/x-ndjson")
     assert sum(1 for line in jsonl.text.splitlines() if '"type":"event"' in line) >= len(events)
+
+
+async def test_a_query_answers_events_committed_but_not_yet_sealed(fx_api: Any, fx_auditor: dict[str, str]) -> None:
+    # Written straight to the sealer's queue without waking it: only the query's own look can seal it in time
+    # (the sealer would find it within its poll interval, a second).
+    entity = f"unsealed-{uuid.uuid4().hex[:8]}"
+    row = trail.pending_event(action=AuditAction.UPDATE, actor=trail.AuditActor(ActorType.SYSTEM, "test", "test"),
+                              entity=entity, entity_id="x")
+    async with fx_api.session_factory() as session, write_transaction(session):
+        await session.execute(insert(AuditPending), [row])
+    response = await fx_api.client.get("/api/v1/audit/events", params={"entity": entity}, headers=fx_auditor)
+    assert response.status_code == 200, response.text
+    assert [event["entity_id"] for event in response.json()["items"]] == ["x"]

@@ -138,6 +138,11 @@ def test_nesting_depth_is_bounded(make_event: MakeEvent) -> None:
         GOLDEN_BYTES.replace(b'"seq":42,', b'"seq": 42,'),  # whitespace
         GOLDEN_BYTES.replace(b'"seq":42,', b'"seq":42.0,'),  # float
         GOLDEN_BYTES.replace(b'{"action":"update",', b'{"action":"update","action":"update",'),  # duplicate
+        GOLDEN_BYTES.replace(b'{"action":"update",', b'{"action":"delete","action":"update",'),  # duplicate, differing
+        GOLDEN_BYTES.replace(b'{"n":-7,', b'{"n":-7,"n":-7,'),  # duplicate in a nested object
+        GOLDEN_BYTES.replace(b'"n":-7', b'"n":NaN'),  # constant
+        GOLDEN_BYTES.replace(b'"n":-7', b'"n":-7e0'),  # an integer written as a float
+        GOLDEN_BYTES.replace(b'"n":-7', b'"n":-7.5'),  # float
         GOLDEN_BYTES.replace("Zoë".encode(), b"Zo\\u00eb"),  # same text, non-canonical escape
         GOLDEN_BYTES.replace(b'"fields":["email","phone"]', b'"fields":["phone","email"]'),  # unsorted set
         GOLDEN_BYTES[:-1],
