@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, cast
 
 import structlog
 from sqlalchemy import String, Table, Text, bindparam, func, insert, select, update
@@ -69,6 +69,7 @@ from server.security.crypto import (
     WrappedDek,
     create_keyring_file,
     load_keyring_file,
+    named_key_id,
     normalise_email,
     normalise_national_id,
     normalise_text,
@@ -498,14 +499,9 @@ class FieldCipher:
 
     async def prepare_tokens(self, session: AsyncSession, tokens: Iterable[str]) -> None:
         """Like ``prepare``, for loose sealed tokens (for example values held in audit events)."""
-        dek_ids: set[uuid.UUID] = set()
-        for token in tokens:
-            if token.startswith(SEALED_PREFIX):
-                try:
-                    dek_ids.add(sealed_key_id(token))
-                except DecryptionError:
-                    continue
-        await self.load_deks(session, dek_ids)
+        dek_ids = {named_key_id(token) for token in tokens}
+        dek_ids.discard(None)
+        await self.load_deks(session, cast(set[uuid.UUID], dek_ids))
 
     async def load_deks(self, session: AsyncSession, dek_ids: Iterable[uuid.UUID]) -> None:
         """Bring the cache in line with ``data_keys`` for ``dek_ids``: unwrap new ones, drop destroyed ones.

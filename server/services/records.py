@@ -30,7 +30,7 @@ from server.domain.repository import Keyset, ModelT, Repository, SortOrder
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from server.security.access import AccessControl
 from server.security.crypto import NormalisationError
-from server.security.field_cipher import FieldCipher, Unreadable
+from server.security.field_cipher import EncryptedEntity, FieldCipher, Unreadable
 from server.security.identity.models import User
 from server.security.policy import FieldMask, RecordScope, Visibility, render_mask
 from server.security.principal import Principal
@@ -109,6 +109,7 @@ class RecordService(Generic[ModelT]):
         self.mask: FieldMask = context.access.field_mask(context.principal, self.entity)
         self.cipher = context.cipher
         self.encrypted = context.cipher.encrypted_fields(self.entity)
+        self._projection_plan: list[tuple[FieldSpec, bool, EncryptedEntity | None]] | None = None
 
     # -- hooks -------------------------------------------------------------------------------------------------
 
@@ -194,23 +195,39 @@ class RecordService(Generic[ModelT]):
         """The record as the principal may see it: clear, masked by the field's format, or absent."""
         projected: dict[str, Any] = {}
         unreadable: dict[str, str] = {}
-        for spec in self.entity.fields:
-            visibility = self.mask.visibility.get(spec.name, Visibility.HIDDEN)
-            if visibility is Visibility.HIDDEN:
-                continue
-            value = self.plain(record, spec.name)
-            if isinstance(value, Unreadable):
-                # One value that cannot be decrypted (erased subject, damaged or moved ciphertext) is reported
-                # for that field alone; the rest of the record is served.
-                unreadable[spec.name] = value.reason
-                projected[spec.name] = None
-            elif visibility is Visibility.MASKED and spec.name != reveal:
-                projected[spec.name] = _masked(spec, value)
+        open_in, record_id = self.cipher.open_in, record.id  # type: ignore[attr-defined]
+        for spec, masked, layout in self._projection():
+            name = spec.name
+            value = getattr(record, name)
+            if layout is not None:
+                value = open_in(layout, name, record_id, value)
+                if isinstance(value, Unreadable):
+                    # One value that cannot be decrypted (erased subject, damaged or moved ciphertext) is reported
+                    # for that field alone; the rest of the record is served.
+                    unreadable[name] = value.reason
+                    projected[name] = None
+                    continue
+            if masked and name != reveal:
+                projected[name] = _masked(spec, value)
             else:
-                projected[spec.name] = render_decimal(value) if isinstance(value, Decimal) else value
+                projected[name] = render_decimal(value) if isinstance(value, Decimal) else value
         if unreadable:
             projected["unreadable_fields"] = unreadable
         return projected
+
+    def _projection(self) -> list[tuple[FieldSpec, bool, EncryptedEntity | None]]:
+        """The visible fields in declaration order: spec, whether masked, and the encrypted layout if sealed.
+
+        Worked out once per service (one request), not per field of every row of a list.
+        """
+        if self._projection_plan is None:
+            layout = self.cipher.entity(self.entity.name)
+            self._projection_plan = [
+                (spec, visibility is Visibility.MASKED, layout if spec.name in self.encrypted else None)
+                for spec in self.entity.fields
+                if (visibility := self.mask.visibility.get(spec.name, Visibility.HIDDEN)) is not Visibility.HIDDEN
+            ]
+        return self._projection_plan
 
     def plain(self, record: ModelT, name: str) -> Any:
         """A field's value in clear: decrypted if the field is encrypted (``prepare`` the records first)."""

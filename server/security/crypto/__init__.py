@@ -18,6 +18,7 @@ from server.security.crypto.datakeys import DataKey, Kek, WrappedDek, unwrap_dek
 from server.security.crypto.envelope import (
     SEAL_FORMAT_VERSION,
     SEALED_PREFIX,
+    named_key_id,
     open_raw,
     open_sealed,
     reseal,
@@ -88,6 +89,7 @@ __all__ = [
     "create_keyring_file",
     "keyring_env_value",
     "load_keyring_file",
+    "named_key_id",
     "normalise_email",
     "normalise_national_id",
     "normalise_phone",

@@ -17,6 +17,7 @@ from server.security.crypto import (
     KeyDestroyed,
     Suite,
     UnknownKey,
+    named_key_id,
     open_raw,
     open_sealed,
     reseal,
@@ -52,6 +53,16 @@ def test_header_names_suite_and_dek(dek: DataKey, suite: Suite, record_id: uuid.
     assert raw[2:18] == dek.id.bytes
     assert len(raw) == 1 + 1 + 16 + 12 + 1 + 16
     assert sealed_key_id(_b64(raw)) == dek.id
+
+
+def test_the_named_key_is_read_from_the_header_alone(dek: DataKey, suite: Suite, record_id: uuid.UUID) -> None:
+    raw = seal_raw("v", dek=dek, table=TABLE, column=COLUMN, record_id=record_id)
+    assert named_key_id(_b64(raw)) == dek.id == sealed_key_id(_b64(raw))
+    # Only the header is read: which key to load; opening still checks the whole value.
+    assert named_key_id(_b64(raw)[:27]) == dek.id
+    for not_sealed in ("", "sr:", "plain text", _b64(raw)[3:], _b64(bytes((2,)) + raw[1:]),
+                       _b64(raw[:1] + bytes((99,)) + raw[2:]), "sr:" + "*" * 40, "sr:ééé", _b64(raw[:10])):
+        assert named_key_id(not_sealed) is None, not_sealed
 
 
 def test_record_id_as_text_or_uuid_binds_alike(dek: DataKey, keys: DekCache, record_id: uuid.UUID) -> None:
