@@ -16,6 +16,7 @@ from server.errors import NotAuthenticated
 
 ISSUER = "strongroom"
 SIGNING_KEY_FILE = "token-signing.key"
+_VERIFIED_MAX = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,10 @@ class TokenSigner:
     def __init__(self, key: bytes, ttl_seconds: int) -> None:
         self._key = key
         self.ttl_seconds = ttl_seconds
+        # Tokens whose signature and claims verified, by their exact text: a client sends the same token with
+        # every request, and decoding it again is most of the cost. Only expiry changes with time; it is checked
+        # on every use. Revocation is not decided here (AccessControl.principal_for checks it per request).
+        self._verified: dict[str, TokenClaims] = {}
 
     def issue(self, *, subject: uuid.UUID, kind: str, name: str, roles: tuple[str, ...],
               scopes: frozenset[str] = frozenset()) -> str:
@@ -67,6 +72,18 @@ class TokenSigner:
             NotAuthenticated: the token is malformed, forged or expired (the reason stays in the log, not the
                 response body).
         """
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at <= time.time():  # PyJWT's rule, without leeway
+                raise NotAuthenticated("the access token has expired", reason="expired")
+            return known
+        verified = self._decode(token)
+        if len(self._verified) >= _VERIFIED_MAX:
+            self._verified.clear()
+        self._verified[token] = verified
+        return verified
+
+    def _decode(self, token: str) -> TokenClaims:
         try:
             claims = jwt.decode(
                 token, self._key, algorithms=["HS256"], issuer=ISSUER,
