@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -45,13 +46,19 @@ def check_storable(value: Any, name: str) -> None:
             check_storable(item, name)
 
 
+@functools.cache
+def _struct_fields(struct: type[msgspec.Struct]) -> tuple[msgspec.structs.FieldInfo, ...]:
+    # msgspec resolves the class's annotations on every call (forward references included): once per class.
+    return msgspec.structs.fields(struct)
+
+
 def given_values(body: msgspec.Struct, *, exclude: frozenset[str] = frozenset({"version"})) -> dict[str, Any]:
     """The fields the client set: UNSET and values equal to the schema's default are left out.
 
     Field-level write checks look only at these, so an omitted optional field is not "written".
     """
     values: dict[str, Any] = {}
-    for info in msgspec.structs.fields(type(body)):
+    for info in _struct_fields(type(body)):
         value = getattr(body, info.name)
         if value is msgspec.UNSET or info.name in exclude:
             continue
