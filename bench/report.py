@@ -206,6 +206,13 @@ def _data_line(data: dict[str, Any]) -> str:
     return text + "."
 
 
+def _sweep_line(sweep: dict[str, Any]) -> str:
+    return (f"Warm caches: before the read scenarios, each of the {sweep['requests']:,} contacts of the read sample "
+            f"was read once from Strongroom ({sweep['seconds']} s, {sweep['errors']} errors), so its server processes "
+            "hold those customers' data keys, as a server does after its first minutes in service (a key is loaded "
+            "once per customer and process, then kept); PostgreSQL's pages, which both apps share, are warm too.")
+
+
 def _fairness_line(check: dict[str, Any]) -> str:
     seen = check.get("masked_role_sees", {})
     withheld = check.get("withheld_from_clear_role")
@@ -286,6 +293,8 @@ def _backend_section(name: str, backend: dict[str, Any], settings: dict[str, Any
         lines.append("")
     if backend.get("checks"):
         lines += [_fairness_line(backend["checks"]), ""]
+    if backend.get("sweep"):
+        lines += [_sweep_line(backend["sweep"]), ""]
     scenarios = backend.get("scenarios", {})
     lines += _scenario_rows(scenarios)
     notes = _notes(scenarios)

@@ -67,6 +67,15 @@ def test_markdown_shows_the_audit_load_and_the_targets() -> None:
     assert "| Encryption adds <= 10% to a single read" in text
 
 
+def test_the_page_says_when_caches_were_warmed_before_the_reads() -> None:
+    report = _report({"read_clear": _measured(3.0)})
+    report["targets"] = evaluate_targets(report)
+    assert "Warm caches" not in markdown(report)
+    report["backends"]["postgresql"]["sweep"] = {"requests": 20_000, "errors": 0, "seconds": 21.5}
+    assert "each of the 20,000 contacts of the read sample was read once from Strongroom (21.5 s, 0 errors)" in (
+        markdown(report))
+
+
 def _answer(*seqs: int) -> dict[str, Any]:
     return {"items": [{"seq": seq, "hash": f"h{seq}"} for seq in seqs]}
 

@@ -61,6 +61,8 @@ def test_bench_smoke_runs_end_to_end_and_reports(tmp_path: Path) -> None:
         assert all(entry["status"] == {"strongroom": 200, "baseline": 200}
                    for entry in checks["audit_filters"].values()), (name, checks["audit_filters"])
         assert {"audit", "blind_index", "encryption"} <= {key for key, on in backend["features"].items() if on}
+        sweep = backend["sweep"]  # every contact of the read sample once, before the read scenarios
+        assert sweep["requests"] > 0 and sweep["errors"] == 0, (name, sweep)
         scenarios = backend["scenarios"]
         expected = SCENARIOS | ONLY_ON[name]
         assert set(scenarios) == expected, name
