@@ -103,6 +103,10 @@ _MAX_CONFIRMED = 200_000
 _data_keys: Table = DataKeyRow.__table__  # type: ignore[assignment]
 
 log = structlog.get_logger(__name__)
+# Built once: a read that meets a key this process has not confirmed runs it (statement building and cache
+# keying cost more than the lookup itself).
+_KEY_STATES = select(_data_keys.c.id, _data_keys.c.state, _data_keys.c.wrapped).where(
+    _data_keys.c.id.in_(bindparam("ids", expanding=True)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -528,8 +532,7 @@ class FieldCipher:
             confirmed.clear()
         found: set[uuid.UUID] = set()
         for chunk in _chunks(stale):
-            query = select(_data_keys.c.id, _data_keys.c.state, _data_keys.c.wrapped).where(_data_keys.c.id.in_(chunk))
-            for dek_id, state, wrapped in (await session.execute(query)).all():
+            for dek_id, state, wrapped in (await session.execute(_KEY_STATES, {"ids": list(chunk)})).all():
                 found.add(dek_id)
                 # Labelled with the version read before this query: if an erasure commits after it, the
                 # version moves and the label no longer matches.
