@@ -39,6 +39,7 @@ from server.audit.store import load_or_create_audit_key
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
 from server.logs import configure_logging
+from server.ops.audit_archive import run_archive_schedule
 from server.ops.backup import run_backup_schedule
 from server.ops.checkpoints import checkpoint_periodically
 from server.security.access import AccessControl
@@ -116,7 +117,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         background = [asyncio.create_task(seal_continuously(session_factory)),
                       asyncio.create_task(checkpoint_periodically(session_factory, audit_key, settings)),
                       # STRONGROOM_BACKUP_SCHEDULE; returns at once when it is `off` (a timer or CronJob backs up).
-                      asyncio.create_task(run_backup_schedule(settings))]
+                      asyncio.create_task(run_backup_schedule(settings)),
+                      # STRONGROOM_AUDIT_ARCHIVE_SCHEDULE; returns at once when it is `off`.
+                      asyncio.create_task(run_archive_schedule(settings))]
         try:
             yield
         finally:

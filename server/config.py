@@ -176,6 +176,12 @@ class Settings:
         "Most events per archive file; a larger backlog is archived in several files (about 100 bytes of memory "
         "per event while one is written).",
     )
+    audit_archive_schedule: str = _setting(
+        _backup_schedule, "off",
+        "When `strongroom serve` itself archives expired audit events (`strongroom audit archive`): `off`, "
+        "`hourly :MM`, `daily HH:MM` or `weekly DAY HH:MM`, server local time. Needs the schema owner's rights on "
+        "PostgreSQL; put the archive directory on storage that is backed up (archives are the only copy).",
+    )
 
     # --- Backups and the erasure ledger (issue 6; server/ops/backup) --------------------------------------
     backup_dir: str = _setting(

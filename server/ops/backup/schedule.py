@@ -16,6 +16,7 @@ import fcntl
 import os
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta, tzinfo
+from pathlib import Path
 from typing import Final
 
 import structlog
@@ -26,7 +27,7 @@ from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.files import prepare_directory
 from server.ops.backup.prune import prune_backups
 
-__all__ = ["next_due", "run_backup_schedule", "run_scheduled_backup"]
+__all__ = ["next_due", "run_backup_schedule", "run_schedule", "run_scheduled_backup"]
 
 log = structlog.get_logger("strongroom.backup")
 
@@ -72,9 +73,8 @@ async def run_scheduled_backup(settings: Settings) -> None:
 
 
 @contextlib.contextmanager
-def _exclusive(settings: Settings) -> Iterator[bool]:
-    """Hold the schedule lock of the backup directory if no other process does; yields whether it is held."""
-    directory = settings.resolved_backup_dir
+def _exclusive(directory: Path) -> Iterator[bool]:
+    """Hold the schedule lock of ``directory`` if no other process does; yields whether it is held."""
     prepare_directory(directory)
     descriptor = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
     try:
@@ -88,27 +88,27 @@ def _exclusive(settings: Settings) -> Iterator[bool]:
         os.close(descriptor)
 
 
-def _last_run(settings: Settings) -> datetime | None:
+def _last_run(directory: Path) -> datetime | None:
     try:
-        return datetime.fromisoformat((settings.resolved_backup_dir / LAST_RUN_FILE).read_text().strip())
+        return datetime.fromisoformat((directory / LAST_RUN_FILE).read_text().strip())
     except (OSError, ValueError):
         return None
 
 
-def _mark_run(settings: Settings, due: datetime) -> None:
-    path = settings.resolved_backup_dir / LAST_RUN_FILE
+def _mark_run(directory: Path, due: datetime) -> None:
+    path = directory / LAST_RUN_FILE
     path.with_suffix(".tmp").write_text(due.astimezone(UTC).isoformat() + "\n")
     path.with_suffix(".tmp").replace(path)
 
 
-async def _run_once(settings: Settings, due: datetime, job: Job) -> bool:
-    with _exclusive(settings) as held:
+async def _run_once(settings: Settings, directory: Path, due: datetime, job: Job) -> bool:
+    with _exclusive(directory) as held:
         if not held:
-            return False  # another worker is taking this backup
-        last = _last_run(settings)
+            return False  # another worker is running this one
+        last = _last_run(directory)
         if last is not None and last >= due:
-            return False  # another worker already took it
-        _mark_run(settings, due)
+            return False  # another worker already ran it
+        _mark_run(directory, due)
         await job(settings)
         return True
 
@@ -133,25 +133,42 @@ async def run_backup_schedule(
         sleep: Waits that many seconds (tests replace it).
         tz: Time zone of the schedule's times (default: the server's local time zone).
     """
-    due = next_due(settings.backup_schedule, clock(), tz)
+    await run_schedule("backup", settings.backup_schedule, settings.resolved_backup_dir, settings, job=job,
+                       clock=clock, sleep=sleep, tz=tz)
+
+
+async def run_schedule(
+    name: str,
+    schedule: str,
+    directory: Path,
+    settings: Settings,
+    *,
+    job: Job,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    tz: tzinfo | None = None,
+) -> None:
+    """Run ``job`` at every due time of ``schedule`` until cancelled; ``directory`` holds the lock and the
+    record of the last due time run, so that one worker of several runs each. Logs ``<name>_schedule_*``."""
+    due = next_due(schedule, clock(), tz)
     if due is None:
         return
-    log.info("backup_schedule_started", schedule=settings.backup_schedule, next_due=due.isoformat())
+    log.info(f"{name}_schedule_started", schedule=schedule, next_due=due.isoformat())
     while True:
         now = clock()
         if now < due:
             await sleep(min((due - now).total_seconds(), MAX_SLEEP_SECONDS))
             continue
         try:
-            await _run_once(settings, due, job)
+            await _run_once(settings, directory, due, job)
         except asyncio.CancelledError:
             raise
         # No tracebacks in these logs: an unexpected error's text could quote SQL parameters (personal data).
         except (BackupError, BackupInvalid, BackupRefused) as error:
-            log.error("backup_schedule_failed", due=due.isoformat(), error=str(error))  # noqa: TRY400
+            log.error(f"{name}_schedule_failed", due=due.isoformat(), error=str(error))  # noqa: TRY400
         except Exception as error:  # noqa: BLE001 - the schedule outlives a failed run; the next one retries
-            log.error("backup_schedule_failed", due=due.isoformat(), error_type=type(error).__name__)  # noqa: TRY400
-        following = next_due(settings.backup_schedule, max(clock(), due), tz)
+            log.error(f"{name}_schedule_failed", due=due.isoformat(), error_type=type(error).__name__)  # noqa: TRY400
+        following = next_due(schedule, max(clock(), due), tz)
         if following is None:  # pragma: no cover - the schedule cannot change while running
             return
         due = following

@@ -31,6 +31,7 @@ from server.audit.sealer import seal_pending
 from server.config import Settings
 from server.db import migrate, write_transaction
 from server.domain.base import utc_now
+from server.ops.audit_archive import run_scheduled_archive
 from server.security.principal import system_principal
 from server.services.records import actor_of
 from tests.conftest import BACKENDS, POSTGRES_ADMIN_URL, Api, serving, settings_with_keys
@@ -474,3 +475,29 @@ async def test_holds_and_archives_from_the_command_line(fx_archive_api: Api, fx_
         actions = (await session.execute(select(AuditEventRecord.canonical).where(
             AuditEventRecord.entity == "legal_hold", AuditEventRecord.entity_id == hold_id))).scalars().all()
     assert [decode_event(bytes(body))["actor_name"] for body in actions] == ["cli", "cli"]
+
+
+async def test_the_servers_archive_schedule_archives_like_the_command(fx_archive_api: Api, fx_rep: dict[str, str]
+                                                                     ) -> None:
+    api = fx_archive_api
+    before = await _ensure_archived(api, fx_rep)
+    for index in range(3):
+        await _customer(api, fx_rep, f"Scheduled {index}")
+    await api.seal()
+    # One due time's run (run_archive_schedule calls it), with expiry "as of" far in the future.
+    await run_scheduled_archive(_settings(api), now=utc_now() + FUTURE)
+    after = await _boundary(api)
+    assert after > before + 3  # the three customers' events, at least, left the database for an archive file
+    async with api.session_factory() as session:
+        archives = await retention.list_archives(session)
+    newest = archives[-1]
+    assert newest["last_seq"] == after and newest["first_seq"] == before + 1
+    assert Path(str(newest["file"])).name in {path.name for path in
+                                              retention.archive_dir(_settings(api).data_dir, "").iterdir()}
+    await api.seal()
+    async with api.session_factory() as session:
+        recorded = (await session.execute(select(AuditEventRecord.canonical).where(
+            AuditEventRecord.action == "archive").order_by(AuditEventRecord.seq.desc()).limit(1))).scalar_one()
+    assert decode_event(bytes(recorded))["actor_name"] == "audit schedule"
+    report = await _verify(api)
+    assert report.ok, report

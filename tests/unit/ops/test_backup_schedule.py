@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from server.config import Settings, SettingsError, load_settings
+from server.ops.audit_archive import run_archive_schedule
 from server.ops.backup.errors import BackupError
 from server.ops.backup.schedule import next_due, run_backup_schedule
 
@@ -157,3 +158,35 @@ async def test_off_returns_at_once(tmp_path: Path) -> None:
         raise AssertionError("must not run")
 
     await asyncio.wait_for(run_backup_schedule(_settings(tmp_path, "off"), job=job), timeout=1)
+
+
+# --- the audit archive schedule runs on the same loop, with its lock in the archive directory ------------------
+
+
+def test_archive_schedule_setting_is_validated_and_off_by_default() -> None:
+    assert load_settings({}).audit_archive_schedule == "off"
+    assert load_settings({"STRONGROOM_AUDIT_ARCHIVE_SCHEDULE": " Daily 03:30"}).audit_archive_schedule == "daily 03:30"
+    with pytest.raises(SettingsError, match="STRONGROOM_AUDIT_ARCHIVE_SCHEDULE"):
+        load_settings({"STRONGROOM_AUDIT_ARCHIVE_SCHEDULE": "nightly"})
+
+
+async def test_archive_schedule_runs_each_due_time_once_and_keeps_its_state_beside_the_archives(
+        tmp_path: Path) -> None:
+    clock = _Clock(datetime(2026, 3, 10, 9, 30, tzinfo=UTC))
+    runs: list[datetime] = []
+    settings = load_settings({}, data_dir=str(tmp_path), audit_archive_schedule="daily 03:30",
+                             audit_archive_dir=str(tmp_path / "archives"))
+
+    async def job(_settings: Settings) -> None:
+        runs.append(clock())
+        if len(runs) == 1:
+            raise RuntimeError("role lacks the schema owner's rights")  # logged; the next day retries
+        if len(runs) == 3:
+            raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await run_archive_schedule(settings, job=job, clock=clock, sleep=clock.sleep, tz=UTC)
+    assert runs == [datetime(2026, 3, day, 3, 30, tzinfo=UTC) for day in (11, 12, 13)]
+    assert {path.name for path in (tmp_path / "archives").iterdir()} == {".schedule.lock", ".schedule-last-run"}
+    assert not (tmp_path / "backups").exists()
+    assert await asyncio.wait_for(run_archive_schedule(load_settings({}, data_dir=str(tmp_path)), job=job), 1) is None
