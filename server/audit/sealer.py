@@ -144,6 +144,11 @@ async def chain_now(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) ->
     await _append(session, ((None, row) for row in rows))
 
 
+async def events_waiting(session: AsyncSession) -> bool:
+    """Whether committed events wait for the sealer (``audit_pending`` holds any)."""
+    return (await session.execute(select(AuditPending.id).limit(1))).first() is not None
+
+
 async def seal_pending(session: AsyncSession) -> int:
     """Seal every pending event committed before the call; return how many. Call outside a transaction."""
     total = 0
@@ -153,7 +158,7 @@ async def seal_pending(session: AsyncSession) -> int:
         # PostgreSQL the pass itself is the look (its lock blocks only other sealers), one transaction fewer.
         if look_first:
             async with session.begin():
-                if (await session.execute(select(AuditPending.id).limit(1))).first() is None:
+                if not await events_waiting(session):
                     return total
         async with write_transaction(session):
             sealed = await _seal_batch(session)

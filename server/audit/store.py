@@ -379,11 +379,6 @@ async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
     return await sign_checkpoint(session, signing_key, await merkle_state(session, int(head)), sink)
 
 
-async def events_waiting(session: AsyncSession) -> bool:
-    """Whether committed events wait for the sealer (``audit_pending`` holds any)."""
-    return (await session.execute(select(AuditPending.id).order_by(AuditPending.id).limit(1))).first() is not None
-
-
 @dataclass(frozen=True, slots=True)
 class EventQuery:
     """Compliance query filters; every one is optional and they combine with AND."""

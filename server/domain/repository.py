@@ -55,7 +55,7 @@ class Repository(Generic[ModelT]):
         """
         key = (self.model, for_update, tuple(map(id, criteria)))
         kept = _GET_STATEMENTS.get(key)
-        if kept is not None and all(a is b for a, b in zip(kept[0], criteria, strict=True)):
+        if kept is not None:
             statement = kept[1]
         else:
             statement = select(self.model).where(self.column("id") == bindparam("record_id"), *criteria)

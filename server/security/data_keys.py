@@ -23,11 +23,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.domain.base import Base, utc_now
 from server.domain.types import UtcDateTime
-from server.security.crypto import SEAL_FORMAT_VERSION, SEALED_PREFIX, Suite
+from server.security.crypto import SEAL_FORMAT_VERSION, SEALED_HEADER_CHARS, SEALED_PREFIX, Suite
 
 __all__ = ["TOKEN_PREFIX_CHARS", "DataKeyRow", "DekState", "KeyJob", "token_prefix"]
 
-TOKEN_PREFIX_CHARS = len(SEALED_PREFIX) + 24
+TOKEN_PREFIX_CHARS = SEALED_HEADER_CHARS
 
 
 class DekState(StrEnum):

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from server.audit import retention, store
 from server.audit.checkpoint import public_key_to_pem
 from server.audit.export import csv_header, csv_row
-from server.audit.sealer import seal_pending
+from server.audit.sealer import events_waiting, seal_pending
 from server.audit.tags import AuditAction
 from server.db import write_transaction
 from server.errors import Conflict
@@ -70,7 +70,7 @@ class AuditService:
         holds it). Events committed after the look are after the call began: the answer need not cover them.
         """
         async with self.session.begin():
-            if not await store.events_waiting(self.session):
+            if not await events_waiting(self.session):
                 return await read(self.session)
         await seal_pending(self.session)
         async with self.session.begin():

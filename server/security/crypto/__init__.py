@@ -17,6 +17,7 @@ from server.security.crypto.blind_index import BLIND_INDEX_BITS, BlindIndexer
 from server.security.crypto.datakeys import DataKey, Kek, WrappedDek, unwrap_dek, wrap_dek
 from server.security.crypto.envelope import (
     SEAL_FORMAT_VERSION,
+    SEALED_HEADER_CHARS,
     SEALED_PREFIX,
     named_key_id,
     open_raw,
@@ -62,6 +63,7 @@ __all__ = [
     "DEFAULT_SUITE",
     "ERASURE_LEDGER_NAME",
     "KEYRING_ENV",
+    "SEALED_HEADER_CHARS",
     "SEALED_PREFIX",
     "SEAL_FORMAT_VERSION",
     "BlindIndexer",

@@ -31,6 +31,7 @@ from server.security.crypto.resolver import DekResolver
 from server.security.crypto.suites import NONCE_BYTES, TAG_BYTES, Suite
 
 __all__ = [
+    "SEALED_HEADER_CHARS",
     "SEALED_PREFIX",
     "SEAL_FORMAT_VERSION",
     "named_key_id",
@@ -44,6 +45,9 @@ __all__ = [
 
 SEAL_FORMAT_VERSION = 1
 SEALED_PREFIX = "sr:"
+# The text a sealed value starts with that depends only on its DEK: the marker and the base64 of the 18-byte
+# keyed header (version, suite, DEK id), exactly 24 characters.
+SEALED_HEADER_CHARS = len(SEALED_PREFIX) + 24
 _KEYED_HEADER_BYTES = 2 + 16  # version, suite, DEK id: the part of the header bound as associated data
 _HEADER_BYTES = _KEYED_HEADER_BYTES + NONCE_BYTES
 _MIN_SEALED_BYTES = _HEADER_BYTES + TAG_BYTES
@@ -216,10 +220,7 @@ def named_key_id(token: str) -> uuid.UUID | None:
     For finding which keys to load before opening many values: nothing is verified beyond the header (the
     open that follows verifies everything), and equal prefixes are decoded once.
     """
-    return _prefix_key_id(token[:_PREFIX_CHARS]) if token.startswith(SEALED_PREFIX) else None
-
-
-_PREFIX_CHARS = len(SEALED_PREFIX) + 24  # base64 of the 18-byte keyed header: exactly 24 characters, no padding
+    return _prefix_key_id(token[:SEALED_HEADER_CHARS]) if token.startswith(SEALED_PREFIX) else None
 
 
 @functools.lru_cache(maxsize=4096)
