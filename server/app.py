@@ -111,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             access=AccessControl(session_factory),
             audit_key=audit_key,
             cipher=cipher,
-            events=GroupCommitWriter(session_factory),
+            events=GroupCommitWriter(engine),
         )
         app.state.resources.events.start()
         background = [asyncio.create_task(seal_continuously(session_factory)),

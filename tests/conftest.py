@@ -21,7 +21,7 @@ import asyncpg
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from server.app import create_app
 from server.audit.store import load_or_create_audit_key
@@ -98,6 +98,7 @@ class Api:
     client: AsyncTestClient[Litestar]
     app: Litestar
     backend: str
+    engine: AsyncEngine
     session_factory: async_sessionmaker[AsyncSession]
     hasher: PasswordHasher
 
@@ -152,7 +153,7 @@ async def serving(settings: Settings) -> AsyncIterator[Api]:
     try:
         async with AsyncTestClient(app=app, raise_server_exceptions=False) as client:
             yield Api(client=client, app=app, backend="sqlite" if settings.is_sqlite else "postgresql",
-                      session_factory=session_factory, hasher=PasswordHasher())
+                      engine=engine, session_factory=session_factory, hasher=PasswordHasher())
     finally:
         await engine.dispose()
 

@@ -4,8 +4,13 @@ An audited read must not answer before its event is committed, but giving every 
 costs a connection, a BEGIN, an INSERT and a COMMIT each (and on SQLite the database write lock). Requests
 hand their event to :class:`GroupCommitWriter` and wait; one task chains whatever has queued up in a single
 transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no pending row and no later seal
-pass) and then releases every waiter. Under load a transaction carries tens of events; alone, a read
+pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
+
+The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, inserts, COMMIT,
+with no session to build and no pool check-out with its liveness ping (two round trips) each time. A
+connection found dead before the batch committed is replaced and the batch retried once; a failure during
+COMMIT is never retried (the batch may have committed), it fails the waiters.
 """
 
 from __future__ import annotations
@@ -14,19 +19,26 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from server.audit.sealer import chain_now
-from server.db import write_transaction
+from server.db import WRITE_OPTION
 
 MAX_BATCH: Final = 500
+APPLICATION_NAME: Final = "strongroom audit writer"
+
+
+class _CommitFailed(Exception):
+    """COMMIT itself failed: whether the batch is in the chain is unknown, so it is not retried."""
 
 
 class GroupCommitWriter:
     """Writes queued pending events, many per transaction; :meth:`write` returns once its event committed."""
 
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        self._session_factory = session_factory
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -36,13 +48,14 @@ class GroupCommitWriter:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        """Write what is queued, then stop."""
+        """Write what is queued, then stop and give the connection back."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._queue:
             await self._write_batch()
+        await self._discard_connection()
 
     async def write(self, row: dict[str, Any]) -> None:
         """Queue one pending-event row (:func:`server.audit.trail.pending_event`) and wait until it commits."""
@@ -62,16 +75,58 @@ class GroupCommitWriter:
 
     async def _write_batch(self) -> None:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        rows = [row for row, _ in batch]
         try:
-            async with self._session_factory() as session, write_transaction(session):
-                # A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in
-                # a crash would let later events take its sequence numbers, a fork for anyone who saw it.
-                await chain_now(session, [row for row, _ in batch])
+            try:
+                await self._commit(rows)
+            except DBAPIError as error:
+                if not error.connection_invalidated:
+                    raise
+                await self._commit(rows)  # the held connection had died (database restart): once, on a new one
+        except _CommitFailed as failure:
+            self._fail(batch, failure.__cause__ or failure)
+            return
         except Exception as error:  # noqa: BLE001 - every waiter gets the failure; the writer goes on
-            for _, done in batch:
-                if not done.done():
-                    done.set_exception(error)
+            self._fail(batch, error)
             return
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
+
+    async def _commit(self, rows: list[dict[str, Any]]) -> None:
+        connection = self._connection
+        if connection is None:
+            # On SQLite the write option makes the transaction BEGIN IMMEDIATE (server.db): the chain head is
+            # read under the write lock that appends to it.
+            connection = self._connection = await self._engine.connect()
+            await connection.execution_options(**{WRITE_OPTION: True})
+            if connection.dialect.name == "postgresql":  # so that pg_stat_activity tells it from the pool's
+                await connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
+                await connection.commit()
+        try:
+            transaction = await connection.begin()
+            # A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in
+            # a crash would let later events take its sequence numbers, a fork for anyone who saw it.
+            await chain_now(connection, rows)
+        except BaseException:
+            await self._discard_connection()
+            raise
+        try:
+            await transaction.commit()
+        except BaseException as error:
+            await self._discard_connection()
+            raise _CommitFailed from error
+
+    async def _discard_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.invalidate()
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    @staticmethod
+    def _fail(batch: list[tuple[dict[str, Any], asyncio.Future[None]]], error: BaseException) -> None:
+        for _, done in batch:
+            if not done.done():
+                done.set_exception(error)

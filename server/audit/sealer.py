@@ -26,7 +26,7 @@ from typing import Any, Final, cast
 
 import structlog
 from sqlalchemy import Table, delete, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from server.audit.chain import GENESIS_HASH, seal_event
 from server.audit.models import AuditEventField, AuditEventRecord, AuditEventSubject, AuditPending
@@ -63,13 +63,22 @@ def with_seq(canonical: bytes, seq: int) -> bytes:
                      canonical[at + len(_PLACEHOLDER):]))
 
 
-async def _lock_chain(session: AsyncSession) -> None:
+# What appends to the chain runs on a session (seal passes) or on a connection held for it (group commit).
+Executor = AsyncSession | AsyncConnection
+
+
+def _dialect(session: Executor) -> str:
+    bind = session if isinstance(session, AsyncConnection) else session.get_bind()
+    return bind.dialect.name
+
+
+async def _lock_chain(session: Executor) -> None:
     """Hold the chain head for the rest of the current transaction.
 
     PostgreSQL: a transaction-scoped advisory lock, taken only by code that appends to the chain. SQLite: the
     caller's ``BEGIN IMMEDIATE`` already holds the one write lock.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
 
 
@@ -102,13 +111,47 @@ def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None,
     return chained
 
 
-async def _append(session: AsyncSession, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
+# PostgreSQL: the three tables in one statement, each column as one array (unnest). An executemany would
+# execute one INSERT per event, per field and per subject (a read event names five fields), each a round of
+# the protocol and of the executor; the foreign keys of the field and subject rows are checked at the end of
+# the statement, when the events are in.
+_EVENT_COLUMNS: Final = ("seq", "pending_id", "ts", "actor_id", "action", "entity", "entity_id", "subject_id",
+                         "outcome", "canonical", "prev_hash", "hash")
+_APPEND_POSTGRESQL: Final = text(
+    "WITH chained AS ("
+    " INSERT INTO audit_events (seq, pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome,"
+    " canonical, prev_hash, hash)"
+    " SELECT * FROM unnest(CAST(:seq AS bigint[]), CAST(:pending_id AS bigint[]), CAST(:ts AS timestamptz[]),"
+    " CAST(:actor_id AS varchar[]), CAST(:action AS varchar[]), CAST(:entity AS varchar[]),"
+    " CAST(:entity_id AS varchar[]), CAST(:subject_id AS varchar[]), CAST(:outcome AS varchar[]),"
+    " CAST(:canonical AS bytea[]), CAST(:prev_hash AS bytea[]), CAST(:hash AS bytea[]))"
+    "), touched AS ("
+    " INSERT INTO audit_event_fields (seq, field)"
+    " SELECT * FROM unnest(CAST(:touched_seq AS bigint[]), CAST(:touched_field AS varchar[]))"
+    ") INSERT INTO audit_event_subjects (seq, subject_id)"
+    " SELECT * FROM unnest(CAST(:concerned_seq AS bigint[]), CAST(:concerned_subject AS varchar[]))"
+)
+
+
+def _as_arrays(chained: ChainedRows) -> dict[str, list[object]]:
+    arrays: dict[str, list[object]] = {name: [event[name] for event in chained.events] for name in _EVENT_COLUMNS}
+    arrays["touched_seq"] = [row["seq"] for row in chained.touched]
+    arrays["touched_field"] = [row["field"] for row in chained.touched]
+    arrays["concerned_seq"] = [row["seq"] for row in chained.concerned]
+    arrays["concerned_subject"] = [row["subject_id"] for row in chained.concerned]
+    return arrays
+
+
+async def _append(session: Executor, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
     """Append events after the chain head (call under :func:`_lock_chain`); see :func:`chain_rows`."""
     head = (await session.execute(
         select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
     )).first()
     chained = chain_rows(*((int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)), rows)
     if not chained.events:
+        return
+    if _dialect(session) == "postgresql":
+        await session.execute(_APPEND_POSTGRESQL, _as_arrays(chained))
         return
     await session.execute(insert(_EVENTS), chained.events)
     if chained.touched:
@@ -133,7 +176,7 @@ async def _seal_batch(session: AsyncSession) -> int:
     return len(pending)
 
 
-async def chain_now(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+async def chain_now(session: Executor, rows: Sequence[Mapping[str, Any]]) -> None:
     """Append events that change nothing else (reads) straight to the chain, in the caller's write transaction.
 
     Their transaction is their seal pass: they skip ``audit_pending`` (an insert, a read and a delete fewer per

@@ -155,7 +155,7 @@ async def test_concurrent_reads_share_transactions_and_each_is_recorded_before_i
 async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> None:
     from server.audit.group_commit import GroupCommitWriter
 
-    writer = GroupCommitWriter(fx_api.session_factory)
+    writer = GroupCommitWriter(fx_api.engine)
     writer.start()
     good = trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id="batch-good")
     bad = {**good, "action": None}  # NOT NULL: the whole transaction fails
@@ -170,12 +170,39 @@ async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> No
     assert (await _verify(fx_api)).ok
 
 
+async def test_the_group_commit_writer_replaces_a_connection_the_database_dropped(fx_api: Any) -> None:
+    """The writer holds one connection; after a database restart kills it, the next read event is still written,
+    once, on a new connection (the batch never reached COMMIT on the dead one, so the retry cannot double it)."""
+    from server.audit.group_commit import APPLICATION_NAME, GroupCommitWriter
+
+    if fx_api.backend != "postgresql":
+        pytest.skip("an embedded SQLite database has no server connection that can be dropped")
+    writer = GroupCommitWriter(fx_api.engine)
+    writer.start()
+    marker = uuid.uuid4().hex
+    await writer.write(trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact",
+                                           entity_id=f"{marker}-before"))
+    async with fx_api.session_factory() as session, session.begin():
+        killed = (await session.execute(text(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND application_name = :name"), {"name": APPLICATION_NAME})).scalar_one()
+    assert killed >= 1
+    await writer.write(trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact",
+                                           entity_id=f"{marker}-after"))
+    await writer.stop()
+    async with fx_api.session_factory() as session:
+        written = (await session.execute(select(AuditEventRecord.entity_id).where(
+            AuditEventRecord.entity_id.like(f"{marker}-%")).order_by(AuditEventRecord.seq))).scalars().all()
+    assert written == [f"{marker}-before", f"{marker}-after"]
+    assert (await _verify(fx_api)).ok
+
+
 async def test_group_committed_reads_are_chained_in_their_own_transaction(fx_api: Any) -> None:
     """Read events go straight into the chain (no pending row, no seal pass), after events sealed before."""
     from server.audit.group_commit import GroupCommitWriter
 
     await fx_api.seal()
-    writer = GroupCommitWriter(fx_api.session_factory)
+    writer = GroupCommitWriter(fx_api.engine)
     writer.start()
     marker = uuid.uuid4().hex
     rows = [trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id=f"{marker}-{n}",
