@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
+import os
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
@@ -40,10 +44,76 @@ def _sqlite_begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+# How long a writer of this process waits for another of this process before giving up, as SQLite's
+# busy_timeout (above) bounds a wait for another process.
+GATE_WAIT_SECONDS: Final = 10.0
+
+
+class SqliteWriteGate:
+    """Hands SQLite's write lock from one writer to the next as soon as it is free.
+
+    SQLite lets one connection write at a time. A connection that finds the lock taken sleeps and tries again,
+    1, 2, 5, 10 ... up to 100 ms apart, so with two server processes writing (read events, changes) a writer
+    often sleeps long after the lock came free while its requests wait: measured, two workers served no more
+    audited reads than one. Writers first queue here instead: within a process on an asyncio lock, across
+    processes on an OS file lock beside the database (``flock``), which the kernel hands to the next waiter the
+    moment it is released, and releases by itself if its holder dies. Their ``BEGIN IMMEDIATE`` then rarely
+    waits. SQLite's own lock still guarantees that one connection writes at a time; this only orders the queue.
+    """
+
+    def __init__(self, database: Path) -> None:
+        self._path = database.with_name(database.name + "-writer.lock")
+        self._fd: int | None = None
+        self._lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        """Hold the gate for the duration of one write transaction."""
+        lock = self._local_lock()
+        async with asyncio.timeout(GATE_WAIT_SECONDS):
+            await lock.acquire()
+        try:
+            fd = self._file()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                # Another process writes: wait in a thread, woken by the kernel when it lets go. Its
+                # transaction always ends (commit, rollback, or its death), so this wait needs no timeout.
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            lock.release()
+
+    def _local_lock(self) -> asyncio.Lock:
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._loop is not loop:
+            self._lock, self._loop = asyncio.Lock(), loop
+        return self._lock
+
+    def _file(self) -> int:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        return self._fd
+
+
+_GATES: weakref.WeakKeyDictionary[Any, SqliteWriteGate] = weakref.WeakKeyDictionary()
+
+
+def write_gate(engine: AsyncEngine) -> contextlib.AbstractAsyncContextManager[None]:
+    """What a write transaction on ``engine`` holds first: the SQLite write gate, or nothing (PostgreSQL)."""
+    gate = _GATES.get(engine.sync_engine)
+    return gate.hold() if gate is not None else contextlib.nullcontext()
+
+
 @asynccontextmanager
 async def write_transaction(session: AsyncSession) -> AsyncIterator[None]:
     """A transaction that will write: on SQLite it takes the write lock at BEGIN; on PostgreSQL it is plain."""
-    async with session.begin():
+    bind = session.bind
+    async with write_gate(bind) if isinstance(bind, AsyncEngine) else contextlib.nullcontext(), session.begin():
         await session.connection(execution_options={WRITE_OPTION: True})
         yield
 
@@ -57,6 +127,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        if database and database != ":memory:":
+            _GATES[engine.sync_engine] = SqliteWriteGate(Path(database))
         return engine
     # 20 kept connections per process: a pool smaller than a worker's concurrent requests (plus the audit
     # writers) closes its overflow connections on return and opens new ones under load, each a PostgreSQL

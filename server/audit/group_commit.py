@@ -7,10 +7,11 @@ transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no 
 pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
 
-The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, inserts, COMMIT,
-with no session to build and no pool check-out with its liveness ping (two round trips) each time. A
-connection found dead before the batch committed is replaced and the batch retried once; a failure during
-COMMIT is never retried (the batch may have committed), it fails the waiters.
+The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, one insert, COMMIT,
+with no session to build and no pool check-out with its liveness ping (two round trips) each time; on
+PostgreSQL the batch runs on the bare asyncpg connection. A connection found dead before the batch
+committed is replaced and the batch retried once; a failure during COMMIT is never retried (the batch may
+have committed), it fails the waiters.
 """
 
 from __future__ import annotations
@@ -22,15 +23,23 @@ from typing import Any, Final
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.audit.sealer import chain_now
-from server.db import WRITE_OPTION
+from server.audit.sealer import chain_now, chain_now_on_driver
+from server.db import WRITE_OPTION, write_gate
 
 MAX_BATCH: Final = 500
 APPLICATION_NAME: Final = "strongroom audit writer"
 
 
+class AuditWriteFailed(Exception):
+    """What every request of a failed batch gets; the database's error is its cause."""
+
+
 class _CommitFailed(Exception):
     """COMMIT itself failed: whether the batch is in the chain is unknown, so it is not retried."""
+
+
+class _ConnectionLost(Exception):
+    """The held connection died before COMMIT: nothing of the batch committed, so it may be retried."""
 
 
 class GroupCommitWriter:
@@ -77,45 +86,72 @@ class GroupCommitWriter:
         batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
         rows = [row for row, _ in batch]
         try:
-            try:
-                await self._commit(rows)
-            except DBAPIError as error:
-                if not error.connection_invalidated:
-                    raise
-                await self._commit(rows)  # the held connection had died (database restart): once, on a new one
-        except _CommitFailed as failure:
-            self._fail(batch, failure.__cause__ or failure)
-            return
+            async with write_gate(self._engine):
+                try:
+                    await self._commit(rows)
+                except _ConnectionLost:
+                    await self._commit(rows)  # the held connection had died (database restart): once, on a new one
         except Exception as error:  # noqa: BLE001 - every waiter gets the failure; the writer goes on
-            self._fail(batch, error)
+            cause = error.__cause__ if isinstance(error, _ConnectionLost | _CommitFailed) else error
+            failure = AuditWriteFailed("the audit trail could not record this request's event")
+            failure.__cause__ = cause
+            self._fail(batch, failure)
             return
         for _, done in batch:
             if not done.done():
                 done.set_result(None)
 
     async def _commit(self, rows: list[dict[str, Any]]) -> None:
-        connection = self._connection
-        if connection is None:
-            # On SQLite the write option makes the transaction BEGIN IMMEDIATE (server.db): the chain head is
-            # read under the write lock that appends to it.
-            connection = self._connection = await self._engine.connect()
-            await connection.execution_options(**{WRITE_OPTION: True})
-            if connection.dialect.name == "postgresql":  # so that pg_stat_activity tells it from the pool's
-                await connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
-                await connection.commit()
+        """Chain ``rows`` in one durable transaction on the held connection.
+
+        A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in a
+        crash would let later events take its sequence numbers, a fork for anyone who saw it.
+        """
+        connection = self._connection or await self._connect()
+        if connection.dialect.name == "postgresql":
+            await self._commit_on_driver(connection, rows)
+            return
         try:
+            # On SQLite the write option makes this BEGIN IMMEDIATE (server.db): the head is read under the lock.
             transaction = await connection.begin()
-            # A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in
-            # a crash would let later events take its sequence numbers, a fork for anyone who saw it.
             await chain_now(connection, rows)
-        except BaseException:
+        except BaseException as error:
             await self._discard_connection()
+            if isinstance(error, DBAPIError) and error.connection_invalidated:
+                raise _ConnectionLost from error
             raise
         try:
             await transaction.commit()
         except BaseException as error:
             await self._discard_connection()
             raise _CommitFailed from error
+
+    async def _commit_on_driver(self, connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        # PostgreSQL: straight on asyncpg (see chain_now_on_driver), in a transaction of its own.
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        try:
+            transaction = driver.transaction()
+            await transaction.start()
+            await chain_now_on_driver(driver, rows)
+        except BaseException as error:
+            lost = driver.is_closed()
+            await self._discard_connection()
+            if lost:
+                raise _ConnectionLost from error
+            raise
+        try:
+            await transaction.commit()
+        except BaseException as error:
+            await self._discard_connection()
+            raise _CommitFailed from error
+
+    async def _connect(self) -> AsyncConnection:
+        connection = self._connection = await self._engine.connect()
+        await connection.execution_options(**{WRITE_OPTION: True})
+        if connection.dialect.name == "postgresql":  # so that pg_stat_activity tells it from the pool's
+            await connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
+            await connection.commit()
+        return connection
 
     async def _discard_connection(self) -> None:
         connection, self._connection = self._connection, None

@@ -114,32 +114,34 @@ def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None,
 # PostgreSQL: the three tables in one statement, each column as one array (unnest). An executemany would
 # execute one INSERT per event, per field and per subject (a read event names five fields), each a round of
 # the protocol and of the executor; the foreign keys of the field and subject rows are checked at the end of
-# the statement, when the events are in.
+# the statement, when the events are in. Written with the driver's own placeholders: it also runs on a bare
+# asyncpg connection (:func:`chain_now_on_driver`).
 _EVENT_COLUMNS: Final = ("seq", "pending_id", "ts", "actor_id", "action", "entity", "entity_id", "subject_id",
                          "outcome", "canonical", "prev_hash", "hash")
-_APPEND_POSTGRESQL: Final = text(
+_APPEND_POSTGRESQL: Final = (
     "WITH chained AS ("
     " INSERT INTO audit_events (seq, pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome,"
     " canonical, prev_hash, hash)"
-    " SELECT * FROM unnest(CAST(:seq AS bigint[]), CAST(:pending_id AS bigint[]), CAST(:ts AS timestamptz[]),"
-    " CAST(:actor_id AS varchar[]), CAST(:action AS varchar[]), CAST(:entity AS varchar[]),"
-    " CAST(:entity_id AS varchar[]), CAST(:subject_id AS varchar[]), CAST(:outcome AS varchar[]),"
-    " CAST(:canonical AS bytea[]), CAST(:prev_hash AS bytea[]), CAST(:hash AS bytea[]))"
+    " SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::varchar[], $5::varchar[],"
+    " $6::varchar[], $7::varchar[], $8::varchar[], $9::varchar[], $10::bytea[], $11::bytea[], $12::bytea[])"
     "), touched AS ("
-    " INSERT INTO audit_event_fields (seq, field)"
-    " SELECT * FROM unnest(CAST(:touched_seq AS bigint[]), CAST(:touched_field AS varchar[]))"
-    ") INSERT INTO audit_event_subjects (seq, subject_id)"
-    " SELECT * FROM unnest(CAST(:concerned_seq AS bigint[]), CAST(:concerned_subject AS varchar[]))"
+    " INSERT INTO audit_event_fields (seq, field) SELECT * FROM unnest($13::bigint[], $14::varchar[])"
+    ") INSERT INTO audit_event_subjects (seq, subject_id) SELECT * FROM unnest($15::bigint[], $16::varchar[])"
 )
+_HEAD: Final = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
+_LOCK: Final = "SELECT pg_advisory_xact_lock($1)"
 
 
-def _as_arrays(chained: ChainedRows) -> dict[str, list[object]]:
-    arrays: dict[str, list[object]] = {name: [event[name] for event in chained.events] for name in _EVENT_COLUMNS}
-    arrays["touched_seq"] = [row["seq"] for row in chained.touched]
-    arrays["touched_field"] = [row["field"] for row in chained.touched]
-    arrays["concerned_seq"] = [row["seq"] for row in chained.concerned]
-    arrays["concerned_subject"] = [row["subject_id"] for row in chained.concerned]
-    return arrays
+def _append_arrays(chained: ChainedRows) -> tuple[list[object], ...]:
+    """The parameters of :data:`_APPEND_POSTGRESQL`, in order."""
+    events, touched, concerned = chained.events, chained.touched, chained.concerned
+    return (*([event[name] for event in events] for name in _EVENT_COLUMNS),
+            [row["seq"] for row in touched], [row["field"] for row in touched],
+            [row["seq"] for row in concerned], [row["subject_id"] for row in concerned])
+
+
+def _chain_after(head: Any, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
+    return chain_rows(*((int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)), rows)
 
 
 async def _append(session: Executor, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> None:
@@ -147,11 +149,12 @@ async def _append(session: Executor, rows: Iterable[tuple[int | None, Mapping[An
     head = (await session.execute(
         select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
     )).first()
-    chained = chain_rows(*((int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)), rows)
+    chained = _chain_after(head, rows)
     if not chained.events:
         return
     if _dialect(session) == "postgresql":
-        await session.execute(_APPEND_POSTGRESQL, _as_arrays(chained))
+        connection = session if isinstance(session, AsyncConnection) else await session.connection()
+        await connection.exec_driver_sql(_APPEND_POSTGRESQL, _append_arrays(chained))
         return
     await session.execute(insert(_EVENTS), chained.events)
     if chained.touched:
@@ -185,6 +188,18 @@ async def chain_now(session: Executor, rows: Sequence[Mapping[str, Any]]) -> Non
     """
     await _lock_chain(session)
     await _append(session, ((None, row) for row in rows))
+
+
+async def chain_now_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`chain_now` on a bare asyncpg connection, in its open transaction (PostgreSQL only).
+
+    The group-commit writer's path: the same lock, head and statement, without SQLAlchemy's per-statement work
+    (about 160 us of CPU per read event at four events a transaction, measured).
+    """
+    await driver.execute(_LOCK, CHAIN_LOCK_KEY)
+    chained = _chain_after(await driver.fetchrow(_HEAD), ((None, row) for row in rows))
+    if chained.events:
+        await driver.execute(_APPEND_POSTGRESQL, *_append_arrays(chained))
 
 
 async def events_waiting(session: AsyncSession) -> bool:

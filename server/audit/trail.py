@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Required, TypedDict, Unpack
+from typing import Any, Final, Required, TypedDict, Unpack, cast
 
-from sqlalchemy import event, insert
+from sqlalchemy import Table, event, insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from server.audit.canonical import encode_event, format_timestamp
 from server.audit.models import AuditPending
@@ -38,9 +39,18 @@ def off_event_committed(listener: Callable[[], None]) -> None:
     _commit_listeners.remove(listener)
 
 
-def _committed(_session: Any) -> None:
-    for listener in _commit_listeners:
-        listener()
+# Set in a session's info by :func:`write_pending`; a commit that finds it wakes the listeners. One listener
+# for every session, registered once: registering one on each session that writes an event cost more than the
+# event's insert.
+_WROTE_EVENTS: Final = "strongroom_wrote_audit_events"
+_PENDING: Final = cast(Table, AuditPending.__table__)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    if session.info.pop(_WROTE_EVENTS, False):
+        for listener in _commit_listeners:
+            listener()
 
 
 # The sequence number written into a pending event's canonical bytes until the sealer puts the real one in
@@ -136,9 +146,8 @@ def pending_event(
 
 async def write_pending(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert pending events in ``session``'s current transaction; the sealer is woken when it commits."""
-    if not event.contains(session.sync_session, "after_commit", _committed):
-        event.listen(session.sync_session, "after_commit", _committed)
-    await session.execute(insert(AuditPending), rows)
+    session.sync_session.info[_WROTE_EVENTS] = True
+    await session.execute(insert(_PENDING), rows)
 
 
 class EventDetails(TypedDict, total=False):

@@ -153,7 +153,7 @@ async def test_concurrent_reads_share_transactions_and_each_is_recorded_before_i
 
 
 async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> None:
-    from server.audit.group_commit import GroupCommitWriter
+    from server.audit.group_commit import AuditWriteFailed, GroupCommitWriter
 
     writer = GroupCommitWriter(fx_api.engine)
     writer.start()
@@ -161,7 +161,7 @@ async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> No
     bad = {**good, "action": None}  # NOT NULL: the whole transaction fails
     outcomes = await asyncio.gather(writer.write(good), writer.write(bad), return_exceptions=True)
     await writer.stop()
-    assert all(isinstance(outcome, DBAPIError) for outcome in outcomes)
+    assert all(isinstance(outcome, AuditWriteFailed) and outcome.__cause__ is not None for outcome in outcomes)
     async with fx_api.session_factory() as session:
         kept = (await session.execute(text(
             "SELECT (SELECT count(*) FROM audit_pending WHERE entity_id = 'batch-good') + "
