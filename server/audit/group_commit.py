@@ -130,17 +130,15 @@ class GroupCommitWriter:
         # PostgreSQL: straight on asyncpg (see chain_now_on_driver), in a transaction of its own.
         driver: Any = (await connection.get_raw_connection()).driver_connection
         try:
-            transaction = driver.transaction()
-            await transaction.start()
             await chain_now_on_driver(driver, rows)
         except BaseException as error:
             lost = driver.is_closed()
-            await self._discard_connection()
+            await self._discard_connection()  # also ends the transaction it may have opened
             if lost:
                 raise _ConnectionLost from error
             raise
         try:
-            await transaction.commit()
+            await driver.execute("COMMIT")
         except BaseException as error:
             await self._discard_connection()
             raise _CommitFailed from error

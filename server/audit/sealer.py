@@ -129,7 +129,7 @@ _APPEND_POSTGRESQL: Final = (
     ") INSERT INTO audit_event_subjects (seq, subject_id) SELECT * FROM unnest($15::bigint[], $16::varchar[])"
 )
 _HEAD: Final = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-_LOCK: Final = "SELECT pg_advisory_xact_lock($1)"
+_BEGIN_AND_LOCK: Final = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"
 
 
 def _append_arrays(chained: ChainedRows) -> tuple[list[object], ...]:
@@ -191,12 +191,14 @@ async def chain_now(session: Executor, rows: Sequence[Mapping[str, Any]]) -> Non
 
 
 async def chain_now_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`chain_now` on a bare asyncpg connection, in its open transaction (PostgreSQL only).
+    """:func:`chain_now` on a bare asyncpg connection (PostgreSQL only): opens a transaction that the caller
+    commits (``COMMIT``) or abandons.
 
     The group-commit writer's path: the same lock, head and statement, without SQLAlchemy's per-statement work
-    (about 160 us of CPU per read event at four events a transaction, measured).
+    (about 160 us of CPU per read event at four events a transaction, measured), and with BEGIN and the lock
+    sent together (one round trip fewer).
     """
-    await driver.execute(_LOCK, CHAIN_LOCK_KEY)
+    await driver.execute(_BEGIN_AND_LOCK)
     chained = _chain_after(await driver.fetchrow(_HEAD), ((None, row) for row in rows))
     if chained.events:
         await driver.execute(_APPEND_POSTGRESQL, *_append_arrays(chained))
