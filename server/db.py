@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import weakref
 from collections.abc import AsyncIterator
@@ -71,21 +72,33 @@ class SqliteWriteGate:
     async def hold(self) -> AsyncIterator[None]:
         """Hold the gate for the duration of one write transaction."""
         lock = self._local_lock()
+        handed_over = False  # set when a cancelled wait leaves the release of ``lock`` to its thread
         async with asyncio.timeout(GATE_WAIT_SECONDS):
             await lock.acquire()
+        fd = self._file()
         try:
-            fd = self._file()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                # Another process writes: wait in a thread, woken by the kernel when it lets go. Its
+                # Another process writes: wait in a thread, woken by the kernel the moment it lets go. Its
                 # transaction always ends (commit, rollback, or its death), so this wait needs no timeout.
-                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+                waiting = asyncio.ensure_future(asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX))
+                try:
+                    await asyncio.shield(waiting)
+                except asyncio.CancelledError:
+                    # The thread still gets the file lock in the end: it is given back at once, and only then
+                    # may the next task of this process queue for it.
+                    waiting.add_done_callback(functools.partial(_give_back, fd, lock))
+                    handed_over = True
+                    raise
+        except BaseException:
+            if not handed_over:
+                lock.release()
+            raise
+        try:
+            yield
         finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
             lock.release()
 
     def _local_lock(self) -> asyncio.Lock:
@@ -97,7 +110,15 @@ class SqliteWriteGate:
     def _file(self) -> int:
         if self._fd is None:
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            weakref.finalize(self, os.close, self._fd)  # the gate lives as long as its engine
         return self._fd
+
+
+def _give_back(fd: int, lock: asyncio.Lock, waited: asyncio.Future[None]) -> None:
+    """After a cancelled wait: release the file lock if the thread took it, then the process's turn."""
+    if not waited.cancelled() and waited.exception() is None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    lock.release()
 
 
 _GATES: weakref.WeakKeyDictionary[Any, SqliteWriteGate] = weakref.WeakKeyDictionary()

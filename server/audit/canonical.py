@@ -210,11 +210,13 @@ def _normalise_event(event: Mapping[str, object]) -> dict[str, JSONValue]:
     }
     for key in _OPTIONAL_STRING_KEYS:
         value = event[key]
-        normalised[key] = None if value is None else _plain_str(value, key)
+        normalised[key] = value if value is None or type(value) is str else _plain_str(value, key)
     return normalised
 
 
 def _plain_str(value: object, where: str) -> str:
+    if type(value) is str:  # the common case, first: every event passes here on the write path
+        return value
     if not isinstance(value, str):
         raise CanonicalError(f"{where} must be a string, got {type(value).__name__}")
     # A str subclass (StrEnum) becomes its plain value, so no subclass __str__ or __repr__ reaches the encoder.
@@ -231,8 +233,11 @@ def _member(value: object, where: str, allowed: frozenset[str]) -> str:
 def _string_set(value: object, where: str) -> list[JSONValue]:
     if not isinstance(value, list | tuple | set | frozenset):
         raise CanonicalError(f"{where} must be a list of strings")
-    members: list[JSONValue] = [*sorted({_plain_str(item, where) for item in value})]
-    return members
+    for item in value:  # plain strings (the usual case) are taken as they are; anything else is checked
+        if type(item) is not str:
+            members: list[JSONValue] = [*sorted({_plain_str(item, where) for item in value})]
+            return members
+    return [*sorted(set(value))]
 
 
 def _optional_object(value: object, where: str) -> dict[str, JSONValue] | None:

@@ -82,13 +82,42 @@ async def _lock_chain(session: Executor) -> None:
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CHAIN_LOCK_KEY})
 
 
+# The columns of audit_events in the order the append statements take them.
+EVENT_COLUMNS: Final = ("seq", "pending_id", "ts", "actor_id", "action", "entity", "entity_id", "subject_id",
+                        "outcome", "canonical", "prev_hash", "hash")
+
+
 @dataclass(slots=True)
 class ChainedRows:
-    """Rows for the three event tables, chained after a head (:func:`chain_rows`)."""
+    """Rows for the three event tables, chained after a head (:func:`chain_rows`), kept as columns: one list
+    per column of :data:`EVENT_COLUMNS`, and sequence numbers with values for the field and subject rows.
+    PostgreSQL takes the columns as arrays as they are; :attr:`events`, :attr:`touched` and :attr:`concerned`
+    give them as rows."""
 
-    events: list[dict[str, object]] = field(default_factory=list)
-    touched: list[dict[str, object]] = field(default_factory=list)
-    concerned: list[dict[str, object]] = field(default_factory=list)
+    columns: tuple[list[Any], ...] = field(default_factory=lambda: tuple([] for _ in EVENT_COLUMNS))
+    touched_seq: list[int] = field(default_factory=list)
+    touched_field: list[str] = field(default_factory=list)
+    concerned_seq: list[int] = field(default_factory=list)
+    concerned_subject: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.columns[0])
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        """The ``audit_events`` rows."""
+        return [dict(zip(EVENT_COLUMNS, values, strict=True)) for values in zip(*self.columns, strict=True)]
+
+    @property
+    def touched(self) -> list[dict[str, object]]:
+        """The ``audit_event_fields`` rows."""
+        return [{"seq": seq, "field": name} for seq, name in zip(self.touched_seq, self.touched_field, strict=True)]
+
+    @property
+    def concerned(self) -> list[dict[str, object]]:
+        """The ``audit_event_subjects`` rows."""
+        return [{"seq": seq, "subject_id": subject}
+                for seq, subject in zip(self.concerned_seq, self.concerned_subject, strict=True)]
 
 
 def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
@@ -96,17 +125,34 @@ def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None,
     number after ``head_seq``, its canonical bytes with that number, and its hash over the previous one."""
     seq, prev_hash = head_seq, head_hash
     chained = ChainedRows()
-    events, touched, concerned = chained.events, chained.touched, chained.concerned
+    (seqs, pending_ids, times, actor_ids, actions, entities, entity_ids, subject_ids, outcomes, canonicals,
+     prev_hashes, hashes) = chained.columns
+    touched_seq, touched_field = chained.touched_seq, chained.touched_field
+    concerned_seq, concerned_subject = chained.concerned_seq, chained.concerned_subject
     for pending_id, row in rows:
         seq += 1
         canonical = with_seq(bytes(row["canonical"]), seq)
         digest = seal_event(prev_hash, seq, canonical)
-        events.append({"seq": seq, "pending_id": pending_id, "ts": row["ts"], "actor_id": row["actor_id"],
-                       "action": row["action"], "entity": row["entity"], "entity_id": row["entity_id"],
-                       "subject_id": row["subject_id"], "outcome": row["outcome"], "canonical": canonical,
-                       "prev_hash": prev_hash, "hash": digest})
-        touched.extend({"seq": seq, "field": name} for name in row["fields"].split())
-        concerned.extend({"seq": seq, "subject_id": subject} for subject in row["subjects"].split())
+        seqs.append(seq)
+        pending_ids.append(pending_id)
+        times.append(row["ts"])
+        actor_ids.append(row["actor_id"])
+        actions.append(row["action"])
+        entities.append(row["entity"])
+        entity_ids.append(row["entity_id"])
+        subject_ids.append(row["subject_id"])
+        outcomes.append(row["outcome"])
+        canonicals.append(canonical)
+        prev_hashes.append(prev_hash)
+        hashes.append(digest)
+        names = row["fields"].split()
+        if names:
+            touched_seq.extend([seq] * len(names))
+            touched_field.extend(names)
+        subjects = row["subjects"].split()
+        if subjects:
+            concerned_seq.extend([seq] * len(subjects))
+            concerned_subject.extend(subjects)
         prev_hash = digest
     return chained
 
@@ -116,8 +162,6 @@ def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None,
 # the protocol and of the executor; the foreign keys of the field and subject rows are checked at the end of
 # the statement, when the events are in. Written with the driver's own placeholders: it also runs on a bare
 # asyncpg connection (:func:`chain_now_on_driver`).
-_EVENT_COLUMNS: Final = ("seq", "pending_id", "ts", "actor_id", "action", "entity", "entity_id", "subject_id",
-                         "outcome", "canonical", "prev_hash", "hash")
 _APPEND_POSTGRESQL: Final = (
     "WITH chained AS ("
     " INSERT INTO audit_events (seq, pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome,"
@@ -132,12 +176,10 @@ _HEAD: Final = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
 _BEGIN_AND_LOCK: Final = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"
 
 
-def _append_arrays(chained: ChainedRows) -> tuple[list[object], ...]:
+def _append_arrays(chained: ChainedRows) -> tuple[list[Any], ...]:
     """The parameters of :data:`_APPEND_POSTGRESQL`, in order."""
-    events, touched, concerned = chained.events, chained.touched, chained.concerned
-    return (*([event[name] for event in events] for name in _EVENT_COLUMNS),
-            [row["seq"] for row in touched], [row["field"] for row in touched],
-            [row["seq"] for row in concerned], [row["subject_id"] for row in concerned])
+    return (*chained.columns, chained.touched_seq, chained.touched_field, chained.concerned_seq,
+            chained.concerned_subject)
 
 
 def _chain_after(head: Any, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
@@ -150,16 +192,16 @@ async def _append(session: Executor, rows: Iterable[tuple[int | None, Mapping[An
         select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
     )).first()
     chained = _chain_after(head, rows)
-    if not chained.events:
+    if not chained:
         return
     if _dialect(session) == "postgresql":
         connection = session if isinstance(session, AsyncConnection) else await session.connection()
         await connection.exec_driver_sql(_APPEND_POSTGRESQL, _append_arrays(chained))
         return
     await session.execute(insert(_EVENTS), chained.events)
-    if chained.touched:
+    if chained.touched_seq:
         await session.execute(insert(_EVENT_FIELDS), chained.touched)
-    if chained.concerned:
+    if chained.concerned_seq:
         await session.execute(insert(_EVENT_SUBJECTS), chained.concerned)
 
 
@@ -200,7 +242,7 @@ async def chain_now_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) ->
     """
     await driver.execute(_BEGIN_AND_LOCK)
     chained = _chain_after(await driver.fetchrow(_HEAD), ((None, row) for row in rows))
-    if chained.events:
+    if chained:
         await driver.execute(_APPEND_POSTGRESQL, *_append_arrays(chained))
 
 

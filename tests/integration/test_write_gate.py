@@ -77,3 +77,41 @@ async def test_a_nested_writer_of_the_same_process_gives_up_instead_of_hanging(
                     await inner.execute(text("SELECT 1"))
     finally:
         await engine.dispose()
+
+
+async def test_a_writer_cancelled_while_it_waits_does_not_keep_the_gate(fx_database_url: str) -> None:
+    """A task cancelled while it waits for another process leaves behind a thread that takes the file lock
+    once that process lets go; it must give the lock back, or every other process would wait for ever."""
+    first, second = create_engine(fx_database_url), create_engine(fx_database_url)
+    first_in, release = asyncio.Event(), asyncio.Event()
+
+    async def hold_the_lock() -> None:
+        async with create_session_factory(first)() as session, write_transaction(session):
+            await session.execute(text("SELECT 1"))
+            first_in.set()
+            await release.wait()
+
+    async def write(engine: AsyncEngine) -> str:
+        async with create_session_factory(engine)() as session, write_transaction(session):
+            await session.execute(text("SELECT 1"))
+        return "written"
+
+    try:
+        holder = asyncio.create_task(hold_the_lock())
+        await first_in.wait()
+        waiter = asyncio.create_task(write(second))
+        await asyncio.sleep(0.2)  # the waiter is now parked in its thread, waiting for the first engine
+        if fx_database_url.startswith("sqlite"):
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+        else:  # PostgreSQL writers do not wait for one another
+            assert waiter.done() and waiter.result() == "written"
+        release.set()
+        await holder
+        async with asyncio.timeout(5):  # without the give-back, the first engine would wait here for ever
+            assert await write(first) == "written"
+            assert await write(second) == "written"
+    finally:
+        await first.dispose()
+        await second.dispose()
