@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -52,9 +53,10 @@ def clean_env(data_dir: Path, database_url: str) -> Iterator[dict[str, str]]:
 def start_server(env: dict[str, str], log: IO[str]) -> tuple[subprocess.Popen[str], str]:
     """Start ``strongroom serve`` on a free port and wait until it is ready; the process and its base URL."""
     port = free_port()
+    # Its own process group: ``crash_server`` kills the master and its worker processes together.
     process = subprocess.Popen([*STRONGROOM, "serve", "--port", str(port)],
                                env={**env, "STRONGROOM_LOG_LEVEL": "INFO"}, stdout=log,
-                               stderr=subprocess.STDOUT, text=True)
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -65,5 +67,16 @@ def start_server(env: dict[str, str], log: IO[str]) -> tuple[subprocess.Popen[st
                 return process, base
         except httpx.HTTPError:
             time.sleep(0.2)
-    process.kill()
+    crash_server(process)
     raise RuntimeError("server did not become ready within 60 s")
+
+
+def crash_server(process: subprocess.Popen[str]) -> None:
+    """kill -9 of the whole server: the master and every worker at once, as a power cut or OOM kill would.
+
+    Killing only the master leaves its workers running (they are separate processes), still finishing the
+    transactions in flight: not a crash.
+    """
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=10)

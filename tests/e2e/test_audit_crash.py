@@ -4,7 +4,6 @@ exists for an uncommitted change, and the chain verifies."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import threading
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from server.db import create_engine
-from tests.e2e.servers import clean_env, run_cli, start_server
+from tests.e2e.servers import clean_env, crash_server, run_cli, start_server
 
 WRITERS = 16
 PASSWORD = "Sales-password-2026"
@@ -70,12 +69,11 @@ def test_kill_9_under_write_load_loses_no_event(tmp_path: Path, fx_database_url:
                 deadline = time.monotonic() + 20
                 while len(acknowledged) < 150 and time.monotonic() < deadline:
                     time.sleep(0.05)
-                process.send_signal(signal.SIGKILL)  # mid-load: transactions in flight, events pending
-                process.wait(timeout=10)
+                crash_server(process)  # mid-load: transactions in flight, events pending
             finally:
                 stop.set()
                 if process.poll() is None:
-                    process.kill()
+                    crash_server(process)
         for writer in writers:
             writer.join(timeout=10)
         assert len(acknowledged) >= 20, "the load did not get going before the kill"

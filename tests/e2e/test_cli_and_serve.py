@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.servers import STRONGROOM, clean_env, free_port, run_cli, start_server
+from tests.e2e.servers import STRONGROOM, clean_env, crash_server, free_port, run_cli, start_server
 
 _free_port, _run = free_port, run_cli
 
@@ -45,7 +45,7 @@ def fx_server(fx_env: dict[str, str], fx_server_log: Path) -> Iterator[str]:
             try:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
-                process.kill()
+                crash_server(process)
 
 
 def test_help_lists_commands() -> None:
