@@ -7,11 +7,11 @@ transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no 
 pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
 
-The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, one insert, COMMIT,
-with no session to build and no pool check-out with its liveness ping (two round trips) each time; on
-PostgreSQL the batch runs on the bare asyncpg connection. A connection found dead before the batch
-committed is replaced and the batch retried once; a failure during COMMIT is never retried (the batch may
-have committed), it fails the waiters.
+The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, the inserts,
+COMMIT, with no session to build and no pool check-out with its liveness ping (two round trips) each time;
+on PostgreSQL the batch runs on the bare asyncpg connection, with one insert for all three tables. A
+connection found dead before the batch committed is replaced and the batch retried once; a failure during
+COMMIT is never retried (the batch may have committed), it fails the waiters.
 """
 
 from __future__ import annotations

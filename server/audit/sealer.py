@@ -254,7 +254,7 @@ async def events_waiting(session: AsyncSession) -> bool:
 async def seal_pending(session: AsyncSession) -> int:
     """Seal every pending event committed before the call; return how many. Call outside a transaction."""
     total = 0
-    look_first = session.get_bind().dialect.name == "sqlite"
+    look_first = _dialect(session) == "sqlite"
     while True:
         # On SQLite, a look without the write lock first: an idle server must not take it every pass. On
         # PostgreSQL the pass itself is the look (its lock blocks only other sealers), one transaction fewer.

@@ -40,8 +40,7 @@ def off_event_committed(listener: Callable[[], None]) -> None:
 
 
 # Set in a session's info by :func:`write_pending`; a commit that finds it wakes the listeners. One listener
-# for every session, registered once: registering one on each session that writes an event cost more than the
-# event's insert.
+# for every session, registered once, instead of an event registration on each session that writes an event.
 _WROTE_EVENTS: Final = "strongroom_wrote_audit_events"
 _PENDING: Final = cast(Table, AuditPending.__table__)
 
