@@ -7,11 +7,15 @@ transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no 
 pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
 
-The writer keeps one connection of its own, outside the ORM: a batch is BEGIN, lock, head, the inserts,
-COMMIT, with no session to build and no pool check-out with its liveness ping (two round trips) each time;
-on PostgreSQL the batch runs on the bare asyncpg connection, with one insert for all three tables. A
-connection found dead before the batch committed is replaced and the batch retried once; a failure during
-COMMIT is never retried (the batch may have committed), it fails the waiters.
+The writer keeps one connection of its own, outside the ORM, with no session to build and no pool check-out
+with its liveness ping (two round trips) each time. On SQLite a batch is BEGIN IMMEDIATE, head, the inserts,
+COMMIT. On PostgreSQL it is one statement on the bare asyncpg connection, its own durable transaction:
+``strongroom_audit_append`` locks the chain, reads the head, chains and inserts in the database. When the
+held connection dies (a database restart, a failover) the batch is tried once more on a new one: as it is if
+it cannot have committed (dead before it was sent; on SQLite, before COMMIT), and on PostgreSQL, when the
+connection died after the statement was sent, only if its first event is not in the chain (looked up under
+the chain lock; a batch commits whole or not at all). Any other failure once it may have committed (SQLite:
+during COMMIT) is not retried: it fails the waiters.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Final
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.audit.sealer import chain_now, chain_now_on_driver
+from server.audit.sealer import chain_now, chain_now_on_driver, chain_unless_landed_on_driver
 from server.db import WRITE_OPTION, write_gate
 
 MAX_BATCH: Final = 500
@@ -35,11 +39,16 @@ class AuditWriteFailed(Exception):
 
 
 class _CommitFailed(Exception):
-    """COMMIT itself failed: whether the batch is in the chain is unknown, so it is not retried."""
+    """It failed once it may have committed, not for a lost connection: not retried."""
 
 
 class _ConnectionLost(Exception):
-    """The held connection died before COMMIT: nothing of the batch committed, so it may be retried."""
+    """The held connection died: before the batch could commit (retried as it is), or, on PostgreSQL, after it
+    was sent (``maybe_landed``: retried only if it is not in the chain)."""
+
+    def __init__(self, *, maybe_landed: bool = False) -> None:
+        super().__init__()
+        self.maybe_landed = maybe_landed
 
 
 class GroupCommitWriter:
@@ -89,8 +98,8 @@ class GroupCommitWriter:
             async with write_gate(self._engine):
                 try:
                     await self._commit(rows)
-                except _ConnectionLost:
-                    await self._commit(rows)  # the held connection had died (database restart): once, on a new one
+                except _ConnectionLost as lost:  # a database restart, a failover: once more, on a new connection
+                    await self._commit(rows, unless_landed=lost.maybe_landed)
         except Exception as error:  # noqa: BLE001 - every waiter gets the failure; the writer goes on
             cause = error.__cause__ if isinstance(error, _ConnectionLost | _CommitFailed) else error
             failure = AuditWriteFailed("the audit trail could not record this request's event")
@@ -101,7 +110,7 @@ class GroupCommitWriter:
             if not done.done():
                 done.set_result(None)
 
-    async def _commit(self, rows: list[dict[str, Any]]) -> None:
+    async def _commit(self, rows: list[dict[str, Any]], *, unless_landed: bool = False) -> None:
         """Chain ``rows`` in one durable transaction on the held connection.
 
         A plain (durable) commit: these events are in the chain once committed, and a chain tail lost in a
@@ -109,7 +118,7 @@ class GroupCommitWriter:
         """
         connection = self._connection or await self._connect()
         if connection.dialect.name == "postgresql":
-            await self._commit_on_driver(connection, rows)
+            await self._commit_on_driver(connection, rows, unless_landed=unless_landed)
             return
         try:
             # On SQLite the write option makes this BEGIN IMMEDIATE (server.db): the head is read under the lock.
@@ -126,21 +135,20 @@ class GroupCommitWriter:
             await self._discard_connection()
             raise _CommitFailed from error
 
-    async def _commit_on_driver(self, connection: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        # PostgreSQL: straight on asyncpg (see chain_now_on_driver), in a transaction of its own.
+    async def _commit_on_driver(self, connection: AsyncConnection, rows: list[dict[str, Any]], *,
+                                unless_landed: bool) -> None:
+        # PostgreSQL: one statement on the bare asyncpg connection, its own transaction (chain_now_on_driver).
         driver: Any = (await connection.get_raw_connection()).driver_connection
+        if driver.is_closed():  # dropped while idle (the database restarted): nothing was sent
+            await self._discard_connection()
+            raise _ConnectionLost
         try:
-            await chain_now_on_driver(driver, rows)
+            await (chain_unless_landed_on_driver if unless_landed else chain_now_on_driver)(driver, rows)
         except BaseException as error:
             lost = driver.is_closed()
-            await self._discard_connection()  # also ends the transaction it may have opened
-            if lost:
-                raise _ConnectionLost from error
-            raise
-        try:
-            await driver.execute("COMMIT")
-        except BaseException as error:
             await self._discard_connection()
+            if lost and not unless_landed:  # sent, then the connection died: it may have committed
+                raise _ConnectionLost(maybe_landed=True) from error
             raise _CommitFailed from error
 
     async def _connect(self) -> AsyncConnection:

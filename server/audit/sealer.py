@@ -58,9 +58,15 @@ _PLACEHOLDER: Final = f',"seq":{PLACEHOLDER_SEQ},"ts":"'.encode()
 
 def with_seq(canonical: bytes, seq: int) -> bytes:
     """The pending event's canonical bytes with its real sequence number in place of the placeholder."""
+    before, after = split_at_seq(canonical)
+    return b"".join((before, str(seq).encode(), after))
+
+
+def split_at_seq(canonical: bytes) -> tuple[bytes, bytes]:
+    """A pending event's canonical bytes cut where its sequence number goes: the bytes before the number and
+    after it (``strongroom_audit_append`` joins them around the number on PostgreSQL)."""
     at = canonical.rindex(_PLACEHOLDER)
-    return b"".join((canonical[:at], b',"seq":', str(seq).encode(), b',"ts":"',
-                     canonical[at + len(_PLACEHOLDER):]))
+    return canonical[:at] + b',"seq":', b',"ts":"' + canonical[at + len(_PLACEHOLDER):]
 
 
 # What appends to the chain runs on a session (seal passes) or on a connection held for it (group commit).
@@ -172,10 +178,6 @@ _APPEND_POSTGRESQL: Final = (
     " INSERT INTO audit_event_fields (seq, field) SELECT * FROM unnest($13::bigint[], $14::varchar[])"
     ") INSERT INTO audit_event_subjects (seq, subject_id) SELECT * FROM unnest($15::bigint[], $16::varchar[])"
 )
-_HEAD: Final = "SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1"
-_BEGIN_AND_LOCK: Final = f"BEGIN; SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})"
-
-
 def _append_arrays(chained: ChainedRows) -> tuple[list[Any], ...]:
     """The parameters of :data:`_APPEND_POSTGRESQL`, in order."""
     return (*chained.columns, chained.touched_seq, chained.touched_field, chained.concerned_seq,
@@ -232,18 +234,69 @@ async def chain_now(session: Executor, rows: Sequence[Mapping[str, Any]]) -> Non
     await _append(session, ((None, row) for row in rows))
 
 
-async def chain_now_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-    """:func:`chain_now` on a bare asyncpg connection (PostgreSQL only): opens a transaction that the caller
-    commits (``COMMIT``) or abandons.
+# The event columns taken from a pending-event row as they are, in the order strongroom_audit_append takes them.
+_PLAIN_COLUMNS: Final = ("ts", "actor_id", "action", "entity", "entity_id", "subject_id", "outcome")
 
-    The group-commit writer's path: the same lock, head and statement, without SQLAlchemy's per-statement work
-    (about 160 us of CPU per read event at four events a transaction, measured), and with BEGIN and the lock
-    sent together (one round trip fewer).
+
+def unchained_arrays(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Any], ...]:
+    """The parameters of ``strongroom_audit_append`` (PostgreSQL) for pending-event rows appended in order: one
+    array per event column, the canonical bytes cut at the sequence number (:func:`split_at_seq`), and the
+    field and subject rows with the 1-based position of their event in the batch."""
+    plain: tuple[list[Any], ...] = tuple([] for _ in _PLAIN_COLUMNS)
+    befores: list[bytes] = []
+    afters: list[bytes] = []
+    field_events: list[int] = []
+    field_names: list[str] = []
+    subject_events: list[int] = []
+    subjects: list[str] = []
+    for position, row in enumerate(rows, start=1):
+        for values, name in zip(plain, _PLAIN_COLUMNS, strict=True):
+            values.append(row[name])
+        before, after = split_at_seq(bytes(row["canonical"]))
+        befores.append(before)
+        afters.append(after)
+        names = row["fields"].split()
+        field_events.extend([position] * len(names))
+        field_names.extend(names)
+        concerned = row["subjects"].split()
+        subject_events.extend([position] * len(concerned))
+        subjects.extend(concerned)
+    return ([None] * len(befores), *plain, befores, afters, field_events, field_names, subject_events, subjects)
+
+
+# Lock, head, chaining and the three inserts in the database (migration b4e8c1d2f3a5); see chain_now_on_driver.
+_APPEND_IN_DATABASE: Final = ("SELECT strongroom_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+                              " $13, $14)")
+
+
+async def chain_now_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+    """:func:`chain_now` on a bare asyncpg connection outside a transaction (PostgreSQL only), in one statement
+    that is its own durable transaction; returns the sequence number of the last event.
+
+    The group-commit writer's path. ``strongroom_audit_append`` takes the chain lock, reads the head, chains
+    and inserts, so a batch costs one round trip instead of four (BEGIN and lock, head, insert, COMMIT) and no
+    SQLAlchemy per-statement work. Its hashes are :func:`server.audit.chain.seal_event`'s, computed by
+    PostgreSQL's ``sha256``; verification recomputes them in Python.
     """
-    await driver.execute(_BEGIN_AND_LOCK)
-    chained = _chain_after(await driver.fetchrow(_HEAD), ((None, row) for row in rows))
-    if chained:
-        await driver.execute(_APPEND_POSTGRESQL, *_append_arrays(chained))
+    last: int = await driver.fetchval(_APPEND_IN_DATABASE, *unchained_arrays(rows))
+    return last
+
+
+# Whether a batch's first event is in the chain: its time (indexed with seq) and its canonical bytes up to
+# the sequence number, which name the request, the actor, the act and the time.
+_LANDED: Final = ("SELECT EXISTS (SELECT FROM audit_events WHERE ts = $1"
+                  " AND substring(canonical FROM 1 FOR length($2::bytea)) = $2::bytea)")
+
+
+async def chain_unless_landed_on_driver(driver: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """:func:`chain_now_on_driver` again for a batch that was sent and then lost with its connection, so that
+    it may or may not have committed: under the chain lock, the batch is appended only if its first event is
+    not in the chain (a batch commits whole or not at all)."""
+    async with driver.transaction():
+        await driver.execute(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
+        before, _ = split_at_seq(bytes(rows[0]["canonical"]))
+        if not await driver.fetchval(_LANDED, rows[0]["ts"], before):
+            await driver.fetchval(_APPEND_IN_DATABASE, *unchained_arrays(rows))
 
 
 async def events_waiting(session: AsyncSession) -> bool:

@@ -34,6 +34,14 @@ async def _pending_count(fx_api: Any) -> int:
         return int((await session.execute(select(func.count()).select_from(AuditPending))).scalar_one())
 
 
+async def _seal_until(fx_api: Any, stop: asyncio.Event) -> None:
+    """A sealer as a server process runs one, passing back to back until ``stop``."""
+    while not stop.is_set():
+        async with fx_api.session_factory() as session:
+            await seal_pending(session)
+        await asyncio.sleep(0)
+
+
 async def _verify(fx_api: Any) -> Any:
     key = load_or_create_audit_key(fx_api.app.state.resources.settings.resolved_keys_dir, create=False)
     async with fx_api.session_factory() as session, session.begin():
@@ -95,13 +103,7 @@ async def test_sixteen_writers_and_two_sealers_make_one_chain(fx_api: Any) -> No
         for round_ in range(writes_per_writer):
             await _record(fx_api, entity_id=f"{marker}-{index}-{round_}")
 
-    async def sealer() -> None:
-        while not stop.is_set():
-            async with fx_api.session_factory() as session:
-                await seal_pending(session)
-            await asyncio.sleep(0)
-
-    sealers = [asyncio.create_task(sealer()) for _ in range(2)]
+    sealers = [asyncio.create_task(_seal_until(fx_api, stop)) for _ in range(2)]
     await asyncio.gather(*(writer(index) for index in range(16)))
     stop.set()
     await asyncio.gather(*sealers)
@@ -115,6 +117,60 @@ async def test_sixteen_writers_and_two_sealers_make_one_chain(fx_api: Any) -> No
     assert len(ours) == len(set(ours)) == 16 * writes_per_writer  # each once: none lost, none doubled
     assert (lowest, highest - lowest + 1) == (before + 1, count)  # consecutive: no gap, no duplicate
     assert (await _verify(fx_api)).ok
+
+
+async def test_group_commit_writers_and_sealers_racing_make_one_chain(fx_api: Any) -> None:
+    """Read events chained at once by two group-commit writers (on PostgreSQL inside the database, by
+    ``strongroom_audit_append``) race with sixteen business writers and two sealers: still one chain."""
+    from server.audit.group_commit import GroupCommitWriter
+
+    await fx_api.seal()
+    marker = uuid.uuid4().hex
+    stop = asyncio.Event()
+    readers = [GroupCommitWriter(fx_api.engine) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+
+    async def business(index: int) -> None:
+        for round_ in range(10):
+            await _record(fx_api, entity_id=f"{marker}-w-{index}-{round_}")
+
+    async def reads(reader: GroupCommitWriter, index: int) -> None:
+        await asyncio.gather(*(reader.write(trail.pending_event(
+            action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id=f"{marker}-r-{index}-{round_}",
+            fields=["email", "phone"], subjects=[marker])) for round_ in range(40)))
+
+    sealers = [asyncio.create_task(_seal_until(fx_api, stop)) for _ in range(2)]
+    await asyncio.gather(*(business(index) for index in range(16)),
+                         *(reads(reader, index) for index, reader in enumerate(readers)))
+    stop.set()
+    await asyncio.gather(*sealers)
+    for reader in readers:
+        await reader.stop()
+    await fx_api.seal()
+    async with fx_api.session_factory() as session:
+        ours = (await session.execute(select(AuditEventRecord.entity_id)
+                                      .where(AuditEventRecord.entity_id.like(f"{marker}-%")))).scalars().all()
+        seen = (await session.execute(select(func.count()).select_from(AuditEventSubject)
+                                      .where(AuditEventSubject.subject_id == marker))).scalar_one()
+    assert len(ours) == len(set(ours)) == 16 * 10 + 2 * 40
+    assert seen == 2 * 40  # every read event's subject row, at the read event's own sequence number
+    assert (await _verify(fx_api)).ok
+
+
+def test_the_database_append_takes_the_same_chain_lock_as_the_sealer() -> None:
+    """Two lock keys would let the in-database append and a seal pass both take the head: a fork."""
+    import importlib.util
+    from pathlib import Path
+
+    from server.audit.sealer import CHAIN_LOCK_KEY
+
+    path = next(Path("server/migrations/versions").glob("*_b4e8c1d2f3a5_audit_append_function.py"))
+    spec = importlib.util.spec_from_file_location("audit_append_function", path)
+    assert spec is not None and spec.loader is not None
+    migration = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(migration)
+    assert migration.CHAIN_LOCK_KEY == CHAIN_LOCK_KEY
 
 
 async def test_a_rolled_back_change_leaves_no_event(fx_api: Any) -> None:
@@ -194,6 +250,42 @@ async def test_the_group_commit_writer_replaces_a_connection_the_database_droppe
         written = (await session.execute(select(AuditEventRecord.entity_id).where(
             AuditEventRecord.entity_id.like(f"{marker}-%")).order_by(AuditEventRecord.seq))).scalars().all()
     assert written == [f"{marker}-before", f"{marker}-after"]
+    assert (await _verify(fx_api)).ok
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["committed", "not-committed"])
+async def test_a_batch_lost_with_its_connection_after_it_was_sent_is_in_the_chain_once(
+        fx_api: Any, monkeypatch: pytest.MonkeyPatch, committed: bool) -> None:
+    """The connection dies after the batch was sent: whether it committed is unknown to the writer, which looks
+    under the chain lock on a new connection and appends it only if it is not there (never twice, never lost)."""
+    from server.audit import group_commit
+
+    if fx_api.backend != "postgresql":
+        pytest.skip("on SQLite a batch is never sent over a connection that can die")
+    real = group_commit.chain_now_on_driver
+    lost_once: list[bool] = []
+
+    async def then_lose_the_connection(driver: Any, rows: Any) -> int:
+        if lost_once:
+            return await real(driver, rows)
+        lost_once.append(True)
+        if committed:
+            await real(driver, rows)
+        driver.terminate()
+        raise ConnectionResetError("connection lost after the statement was sent")
+
+    monkeypatch.setattr(group_commit, "chain_now_on_driver", then_lose_the_connection)
+    writer = group_commit.GroupCommitWriter(fx_api.engine)
+    writer.start()
+    marker = uuid.uuid4().hex
+    await asyncio.gather(*(writer.write(trail.pending_event(
+        action=AuditAction.READ, actor=ACTOR, entity="contact", entity_id=f"{marker}-{n}", fields=["email"]))
+        for n in range(3)))
+    await writer.stop()
+    async with fx_api.session_factory() as session:
+        written = (await session.execute(select(AuditEventRecord.entity_id).where(
+            AuditEventRecord.entity_id.like(f"{marker}-%")).order_by(AuditEventRecord.seq))).scalars().all()
+    assert lost_once and written == [f"{marker}-{n}" for n in range(3)]
     assert (await _verify(fx_api)).ok
 
 

@@ -14,7 +14,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
+from server.audit.sealer import unchained_arrays
 from server.audit.store import load_or_create_audit_key, make_checkpoint, verify_trail
+from server.audit.tags import ActorType, AuditAction
+from server.audit.trail import AuditActor, pending_event
 from server.db import WRITE_OPTION
 
 
@@ -130,6 +133,15 @@ async def test_runtime_role_has_insert_and_select_only(fx_api: Any) -> None:
         with pytest.raises(DBAPIError, match="permission denied"):
             await session.execute(text("TRUNCATE audit_events CASCADE"))
         await session.execute(text("ROLLBACK TO SAVEPOINT before_truncate"))
+        # The read-event writer's one-call append works with the runtime role's rights (INSERT and SELECT).
+        row = pending_event(action=AuditAction.READ, actor=AuditActor(ActorType.SYSTEM, "test", "role test"),
+                            entity="contact", entity_id="runtime-role-append", fields=["email"])
+        connection = await session.connection()
+        last = (await connection.exec_driver_sql(
+            "SELECT strongroom_audit_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            unchained_arrays([row]))).scalar_one()
+        assert (await session.execute(text("SELECT entity_id FROM audit_events WHERE seq = :seq"),
+                                      {"seq": last})).scalar_one() == "runtime-role-append"
         await session.rollback()
 
 
