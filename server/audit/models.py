@@ -56,7 +56,9 @@ class AuditEventField(Base):
     __tablename__ = "audit_event_fields"
     __table_args__ = (Index("ix_audit_event_fields_field_seq", "field", "seq"),)
 
-    seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_events.seq"), primary_key=True)
+    # No foreign key to audit_events: it cost a lookup and a lock per row (migration c7d9e2f4a6b8); only the
+    # appending code writes these rows, in the transaction of their event.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     field: Mapped[str] = mapped_column(String(128), primary_key=True)
 
 
@@ -69,7 +71,7 @@ class AuditEventSubject(Base):
     __tablename__ = "audit_event_subjects"
     __table_args__ = (Index("ix_audit_event_subjects_subject_id_seq", "subject_id", "seq"),)
 
-    seq: Mapped[int] = mapped_column(BigInteger, ForeignKey("audit_events.seq"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # no foreign key: see AuditEventField
     subject_id: Mapped[str] = mapped_column(String(64), primary_key=True)
 
 

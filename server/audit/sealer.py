@@ -165,9 +165,8 @@ def chain_rows(head_seq: int, head_hash: bytes, rows: Iterable[tuple[int | None,
 
 # PostgreSQL: the three tables in one statement, each column as one array (unnest). An executemany would
 # execute one INSERT per event, per field and per subject (a read event names five fields), each a round of
-# the protocol and of the executor; the foreign keys of the field and subject rows are checked at the end of
-# the statement, when the events are in. Written with the driver's own placeholders: it also runs on a bare
-# asyncpg connection (:func:`chain_now_on_driver`).
+# the protocol and of the executor. Seal passes use it; read events go through strongroom_audit_append, which
+# inserts the same way inside the database (:func:`chain_now_on_driver`).
 _APPEND_POSTGRESQL: Final = (
     "WITH chained AS ("
     " INSERT INTO audit_events (seq, pending_id, ts, actor_id, action, entity, entity_id, subject_id, outcome,"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy import ARRAY, ColumnElement, Select, and_, any_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.base import Base
@@ -44,6 +44,15 @@ class Repository(Generic[ModelT]):
     def column(self, name: str) -> Any:
         """The mapped column attribute ``name``."""
         return getattr(self.model, name)
+
+    def among(self, column: Any, values: Collection[Any] | Select[Any]) -> ColumnElement[bool]:
+        """``column IN values``. On PostgreSQL a set of values goes as one array parameter (``= ANY``): an IN
+        list is re-rendered by SQLAlchemy at every execution, one placeholder per value (about 0.1 ms a
+        request for a team of seven), and its statement text changes with the number of values."""
+        if not isinstance(values, Select) and self.session.bind is not None \
+                and self.session.bind.dialect.name == "postgresql":
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))  # type: ignore[no-any-return]
+        return column.in_(values)  # type: ignore[no-any-return]
 
     async def get(
         self, record_id: uuid.UUID, *criteria: ColumnElement[bool], for_update: bool = False

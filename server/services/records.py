@@ -126,7 +126,7 @@ class RecordService(Generic[ModelT]):
 
     def owned_by(self, owner_ids: Collection[uuid.UUID]) -> ColumnElement[bool]:
         """Criteria for records owned by one of ``owner_ids`` (entities without an owner follow their customer)."""
-        return self.repository.column("owner_id").in_(owner_ids)  # type: ignore[no-any-return]
+        return self.repository.among(self.repository.column("owner_id"), owner_ids)
 
     async def scope(self) -> list[ColumnElement[bool]]:
         """The record-scope criteria of the principal's roles, applied inside every query (404 outside).
