@@ -50,7 +50,11 @@ SECRET_STAGING_DIR = "/run/strongroom/keyring-secret"
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "external-postgresql": {
-        "database": {"existingSecret": "crm-db-credentials", "existingSecretKey": "DATABASE_URL"},
+        "database": {
+            "existingSecret": "crm-db-credentials",
+            "existingSecretKey": "DATABASE_URL",
+            "runtime": {"existingSecret": "crm-db-runtime", "existingSecretKey": "RUNTIME_URL"},
+        },
         "keyring": {"existingSecret": "crm-keyring", "mountPath": "/etc/strongroom/keys"},
         "networkPolicy": {"database": {"port": 6432, "cidrs": ["10.20.30.0/24", "10.20.31.7/32"]}},
         "backup": {"persistence": {"existingClaim": "crm-backups"}, "timeZone": "Europe/Berlin"},
@@ -282,15 +286,64 @@ def test_pod_checker_flags_an_insecure_pod() -> None:
         assert expected in problems
 
 
+def database_logins(objects: list[dict[str, Any]], values: dict[str, Any]) -> dict[str, str]:
+    """Which login each pod's STRONGROOM_DATABASE_URL comes from ("owner", "runtime" or the Secret's name)."""
+    database = values.get("database", {})
+    runtime = database.get("runtime", {})
+    login_by_secret = {
+        (database.get("existingSecret") or f"{RELEASE}-database", database.get("existingSecretKey", "url")): "owner",
+        (runtime.get("existingSecret") or f"{RELEASE}-database-runtime", runtime.get("existingSecretKey", "url")):
+            "runtime",
+    }
+    logins = {}
+    for key, spec in pod_specs(objects).items():
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            url = env_of(container).get("STRONGROOM_DATABASE_URL")
+            if url is not None:
+                ref = url["valueFrom"]["secretKeyRef"]
+                logins[f"{key}/{container['name']}"] = login_by_secret.get((ref["name"], ref["key"]), ref["name"])
+    return logins
+
+
+@pytest.mark.parametrize("set_name", VALUE_SETS)
+def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> None:
+    """The owner can disable the audit triggers: the server and the backup job log in as the runtime role."""
+    values = VALUE_SETS[set_name]
+    logins = database_logins(render(set_name), values)
+    expected = {f"Deployment/{RELEASE}/strongroom": "runtime"}
+    if values.get("migrations", {}).get("enabled", True):
+        expected[f"Job/{RELEASE}-migrate/migrate"] = "owner"
+    if values.get("backup", {}).get("enabled", True):
+        expected[f"CronJob/{RELEASE}-backup/backup"] = "runtime"
+    assert logins == expected
+
+
+def test_login_checker_tells_the_owner_from_the_runtime_role() -> None:
+    objects = render("external-postgresql")
+    deployment = one(objects, "Deployment")
+    url = env_of(deployment["spec"]["template"]["spec"]["containers"][0])["STRONGROOM_DATABASE_URL"]
+    url["valueFrom"]["secretKeyRef"] = {"name": "crm-db-credentials", "key": "DATABASE_URL"}
+    assert database_logins(objects, VALUE_SETS["external-postgresql"])[f"Deployment/{RELEASE}/strongroom"] == "owner"
+    # The runtime Secret's name with the owner's key is neither login.
+    url["valueFrom"]["secretKeyRef"] = {"name": "crm-db-runtime", "key": "DATABASE_URL"}
+    assert database_logins(objects, VALUE_SETS["external-postgresql"])[
+        f"Deployment/{RELEASE}/strongroom"] == "crm-db-runtime"
+
+
+def test_notes_name_both_database_secrets(chart: Any) -> None:
+    for set_name, owner, runtime in (("defaults", f"{RELEASE}-database", f"{RELEASE}-database-runtime"),
+                                     ("external-postgresql", "crm-db-credentials", "crm-db-runtime")):
+        manifests = chart.render(VALUE_SETS[set_name], name=RELEASE, namespace=NAMESPACE, is_install=True)
+        notes = next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+        assert re.search(rf"^  - {re.escape(owner)}  key .*OWNER:PASSWORD", notes, re.MULTILINE), notes
+        assert re.search(rf"^  - {re.escape(runtime)}  key .*RUNTIME:PASSWORD", notes, re.MULTILINE), notes
+
+
 @pytest.mark.parametrize("set_name", VALUE_SETS)
 def test_secrets_are_referenced_by_name_only(set_name: str) -> None:
     objects = render(set_name)
     assert secret_value_problems(objects) == []
     for key, spec in pod_specs(objects).items():
-        (container,) = spec["containers"]
-        url = env_of(container)["STRONGROOM_DATABASE_URL"]
-        expected = VALUE_SETS[set_name].get("database", {}).get("existingSecret") or f"{RELEASE}-database"
-        assert url["valueFrom"]["secretKeyRef"]["name"] == expected, key
         secret_volumes = [v for v in spec["volumes"] if "secret" in v]
         if key.startswith("Job/"):  # the migration hook needs the database only
             assert secret_volumes == [], key
@@ -587,6 +640,8 @@ def test_values_schema_accepts_the_supported_value_sets(chart: Any, set_name: st
         ({"config": {"database_url": "postgresql+asyncpg://u:p@h/db"}}, "database_url"),  # secrets never in values
         ({"database": {"existingSecret": "Crm_DB"}}, "/database/existingSecret"),
         ({"database": {"password": "hunter2"}}, "password"),
+        ({"database": {"runtime": {"existingSecret": "Crm_Runtime"}}}, "/database/runtime/existingSecret"),
+        ({"database": {"runtime": {"url": "postgresql+asyncpg://u:p@h/db"}}}, "url"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"ingress": {"tls": {"enabeld": True}}}, "enabeld"),
         ({"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),

@@ -62,6 +62,10 @@ app.kubernetes.io/part-of: strongroom
 {{- .Values.database.existingSecret | default (printf "%s-database" (include "strongroom.fullname" .)) }}
 {{- end }}
 
+{{- define "strongroom.runtimeDatabaseSecretName" -}}
+{{- .Values.database.runtime.existingSecret | default (printf "%s-database-runtime" (include "strongroom.fullname" .)) }}
+{{- end }}
+
 {{- define "strongroom.keyringSecretName" -}}
 {{- .Values.keyring.existingSecret | default (printf "%s-keyring" (include "strongroom.fullname" .)) }}
 {{- end }}
@@ -121,25 +125,33 @@ seccompProfile:
 {{- end }}
 
 {{/*
-Environment shared by every Strongroom container. Contract names: see DESIGN.md. STRONGROOM_KEYS_DIR
-is set for the migration hook too (it has no keys mounted) so that every pod resolves the same paths.
-The database URL is referenced from a Secret, never written into the manifest.
+Environment shared by every Strongroom container, called with (dict "root" $ "login" "owner" | "runtime").
+Contract names: see DESIGN.md. STRONGROOM_KEYS_DIR is set for the migration hook too (it has no keys
+mounted) so that every pod resolves the same paths. The database URL is referenced from a Secret, never
+written into the manifest: the schema owner's for the migration hook only, the runtime role's (a member of
+strongroom_app, which cannot alter or delete audit events, nor disable the triggers) for everything else.
 */}}
 {{- define "strongroom.env" -}}
+{{- $root := .root -}}
 - name: STRONGROOM_DATA_DIR
   value: /var/lib/strongroom
 - name: STRONGROOM_KEYS_DIR
-  value: {{ .Values.keyring.mountPath | quote }}
+  value: {{ $root.Values.keyring.mountPath | quote }}
 - name: STRONGROOM_ERASURE_LEDGER_PATH
-  value: {{ printf "%s/erasure-ledger.jsonl" .Values.erasureLedger.mountPath | quote }}
+  value: {{ printf "%s/erasure-ledger.jsonl" $root.Values.erasureLedger.mountPath | quote }}
 - name: STRONGROOM_DATABASE_URL
   valueFrom:
     secretKeyRef:
-      name: {{ include "strongroom.databaseSecretName" . }}
-      key: {{ .Values.database.existingSecretKey | quote }}
+      {{- if eq .login "owner" }}
+      name: {{ include "strongroom.databaseSecretName" $root }}
+      key: {{ $root.Values.database.existingSecretKey | quote }}
+      {{- else }}
+      name: {{ include "strongroom.runtimeDatabaseSecretName" $root }}
+      key: {{ $root.Values.database.runtime.existingSecretKey | quote }}
+      {{- end }}
 - name: STRONGROOM_LOG_LEVEL
-  value: {{ .Values.config.log_level | quote }}
-{{- with .Values.extraEnv }}
+  value: {{ $root.Values.config.log_level | quote }}
+{{- with $root.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
 {{- end }}
