@@ -54,7 +54,7 @@ def client_address(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None
     peer = connection.client.host if connection.client else None
     settings = getattr(getattr(connection.app.state, "resources", None), "settings", None)
     proxies = trusted_networks(getattr(settings, "trusted_proxies", ()))
-    if peer is None or not _within(peer, proxies):
+    if peer is None or not proxies or not _within(peer, proxies):  # no proxies (the default): no parsing
         return peer
     hops = [hop.strip() for value in connection.headers.getall("x-forwarded-for", [])
             for hop in value.split(",") if hop.strip()]
