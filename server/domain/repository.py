@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ARRAY, ColumnElement, Select, and_, any_, bindparam, func, or_, select
+from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Select, and_, any_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.base import Base
 
 ModelT = TypeVar("ModelT", bound=Base)
 
-_GET_STATEMENTS_MAX = 4096
+_STATEMENTS_MAX = 4096
 _GET_STATEMENTS: dict[tuple[type[Any], bool, tuple[int, ...]], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
+_PAGE_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class Repository(Generic[ModelT]):
             statement = select(self.model).where(self.column("id") == bindparam("record_id"), *criteria)
             if for_update:
                 statement = statement.with_for_update()
-            if len(_GET_STATEMENTS) >= _GET_STATEMENTS_MAX:
+            if len(_GET_STATEMENTS) >= _STATEMENTS_MAX:
                 _GET_STATEMENTS.clear()
             _GET_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
         found: ModelT | None = (await self.session.execute(statement, {"record_id": record_id})).scalar_one_or_none()
@@ -82,25 +83,52 @@ class Repository(Generic[ModelT]):
         sort: SortOrder,
         after: Keyset | None,
         limit: int,
+        equal: Mapping[str, Any] | None = None,
     ) -> tuple[Sequence[ModelT], bool]:
-        """One page in ``sort`` order after ``after``; returns the rows and whether more follow."""
-        column, id_column = self.column(sort.field), self.column("id")
-        statement = select(self.model).where(*criteria)
+        """One page in ``sort`` order after ``after``; returns the rows and whether more follow.
+
+        ``equal`` maps column names to the values they must equal. The statement is kept for the same model,
+        sort, ``criteria`` objects and ``equal`` names, with the values, the keyset and the limit as parameters:
+        building and cache-keying a list statement cost about 0.1-0.2 ms a request (record scopes reuse their
+        criteria objects, as for :meth:`get`).
+        """
+        names = tuple(sorted(equal or ()))
+        key = (self.model, sort, after is not None, names, tuple(map(id, criteria)))
+        kept = _PAGE_STATEMENTS.get(key)
+        if kept is not None:
+            statement = kept[1]
+        else:
+            statement = self._page_statement(criteria, names, sort, keyset=after is not None)
+            if len(_PAGE_STATEMENTS) >= _STATEMENTS_MAX:
+                _PAGE_STATEMENTS.clear()
+            _PAGE_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
+        parameters: dict[str, Any] = {f"equal_{name}": (equal or {})[name] for name in names}
+        parameters["page_limit"] = limit + 1
         if after is not None:
+            parameters["after_value"], parameters["after_id"] = after.value, after.record_id
+        rows = (await self.session.execute(statement, parameters)).scalars().all()
+        return rows[:limit], len(rows) > limit
+
+    def _page_statement(self, criteria: tuple[ColumnElement[bool], ...], names: tuple[str, ...], sort: SortOrder, *,
+                        keyset: bool) -> Select[Any]:
+        column, id_column = self.column(sort.field), self.column("id")
+        statement = select(self.model).where(*criteria, *self.equal_to(dict.fromkeys(names), bound=True))
+        if keyset:
+            value: BindParameter[Any] = bindparam("after_value")
+            record_id: BindParameter[Any] = bindparam("after_id")
             if sort.descending:
-                statement = statement.where(
-                    or_(column < after.value, and_(column == after.value, id_column < after.record_id))
-                )
+                statement = statement.where(or_(column < value, and_(column == value, id_column < record_id)))
             else:
-                statement = statement.where(
-                    or_(column > after.value, and_(column == after.value, id_column > after.record_id))
-                )
+                statement = statement.where(or_(column > value, and_(column == value, id_column > record_id)))
         if sort.descending:
             statement = statement.order_by(column.desc(), id_column.desc())
         else:
             statement = statement.order_by(column.asc(), id_column.asc())
-        rows = (await self.session.execute(statement.limit(limit + 1))).scalars().all()
-        return rows[:limit], len(rows) > limit
+        return statement.limit(bindparam("page_limit", type_=Integer))
+
+    def equal_to(self, equal: Mapping[str, Any], *, bound: bool = False) -> list[ColumnElement[bool]]:
+        """``column == value`` for each name and value; ``bound``: ``column == :equal_<name>``, a parameter."""
+        return [self.column(name) == (bindparam(f"equal_{name}") if bound else value) for name, value in equal.items()]
 
     async def customer_id_of(self, record_id: uuid.UUID) -> uuid.UUID | None:
         """The customer a record belongs to (a customer's own id), ignoring any scope; None if there is none."""

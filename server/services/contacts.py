@@ -71,8 +71,9 @@ class ContactService(RecordService[Contact]):
             value = values.get(name)
             if not value:
                 continue
-            criteria, to_confirm = self.blind_criteria({name: value})
-            candidates = (await self.session.execute(select(Contact).where(*criteria).limit(50))).scalars().all()
+            equal, to_confirm = self.exact_matches({name: value})
+            candidates = (await self.session.execute(
+                select(Contact).where(*self.repository.equal_to(equal)).limit(50))).scalars().all()
             await self.prepare(candidates)
             match = next((row for row in candidates if self.confirmed(row, to_confirm)), None)
             if match is None:

@@ -251,23 +251,22 @@ class RecordService(Generic[ModelT]):
         if to_seal:
             await self.cipher.seal_fields(self.session, self.entity, record, self.data_subject(record), to_seal)
 
-    def blind_criteria(self, filters: Mapping[str, Any]) -> tuple[list[ColumnElement[bool]], dict[str, Any]]:
-        """Exact-match criteria: blind-index equality for encrypted fields (candidates are checked after
-        decryption, since a truncated index has false positives), plain equality for the rest."""
-        criteria: list[ColumnElement[bool]] = []
+    def exact_matches(self, filters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Exact-match filters as column values: the blind index for encrypted fields (candidates are checked
+        after decryption, since a truncated index has false positives), the value itself for the rest; and the
+        encrypted fields' values to confirm."""
+        equal: dict[str, Any] = {}
         to_confirm: dict[str, Any] = {}
         for name, value in filters.items():
             if name in self.encrypted:
-                column = self.repository.column(self.cipher.blind_index_column(name))
                 try:
-                    index = self.cipher.blind_index(self.entity, name, str(value))
+                    equal[self.cipher.blind_index_column(name)] = self.cipher.blind_index(self.entity, name, str(value))
                 except (NormalisationError, ValueError):
                     raise InvalidInput(f"{name} is not a valid value to search by", field=name) from None
-                criteria.append(column == index)
                 to_confirm[name] = value
             else:
-                criteria.append(self.repository.column(name) == value)
-        return criteria, to_confirm
+                equal[name] = value
+        return equal, to_confirm
 
     def confirmed(self, record: ModelT, to_confirm: Mapping[str, Any]) -> bool:
         """Whether a blind-index candidate really holds the searched values."""
@@ -393,10 +392,10 @@ class RecordService(Generic[ModelT]):
         except Forbidden as error:
             await self.record_denied(error)
             raise
-        criteria, to_confirm = self.blind_criteria(query.filters)
+        equal, to_confirm = self.exact_matches(query.filters)
         async with self.session.begin():
             rows, more = await self.repository.list_page(
-                *await self.scope(), *criteria, sort=query.sort, after=query.after, limit=query.limit
+                *await self.scope(), sort=query.sort, after=query.after, limit=query.limit, equal=equal
             )
             await self.prepare(rows)
             items = [self.project(row) for row in rows if self.confirmed(row, to_confirm)]
@@ -419,7 +418,7 @@ class RecordService(Generic[ModelT]):
         except Forbidden as error:
             await self.record_denied(error)
             raise
-        criteria, to_confirm = self.blind_criteria(filters)
+        equal, to_confirm = self.exact_matches(filters)
         sort = SortOrder("created_at")
         exported: list[dict[str, Any]] = []
         subjects: set[str] = set()
@@ -427,7 +426,7 @@ class RecordService(Generic[ModelT]):
         async with self.session.begin():
             scope = await self.scope()
             while len(exported) < max_rows:
-                rows, more = await self.repository.list_page(*scope, *criteria, sort=sort, after=after,
+                rows, more = await self.repository.list_page(*scope, sort=sort, after=after, equal=equal,
                                                              limit=min(500, max_rows - len(exported)))
                 await self.prepare(rows)
                 shown = [row for row in rows if self.confirmed(row, to_confirm)]

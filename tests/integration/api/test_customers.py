@@ -91,6 +91,31 @@ async def test_list_filters_sort_and_cursor(fx_api: Any) -> None:
     assert {item["name"] for item in tier_a.json()["items"]} == {names[i] for i in (1, 3, 5)}
 
 
+async def test_a_kept_list_statement_answers_each_filter_value_and_page_with_its_own_rows(fx_api: Any) -> None:
+    """List statements are kept per shape (filters, sort, keyset), their values passed as parameters: the same
+    statement must answer another region, tier or page with that one's rows, never an earlier request's."""
+    from server.domain import repository
+
+    headers = await fx_api.login(["sales_rep"])
+    regions = {f"region-{uuid.uuid4().hex[:8]}": [f"Kept {letter}{i}" for i in range(3)] for letter in "AB"}
+    for region, names in regions.items():
+        for name in names:
+            assert (await fx_api.client.post("/api/v1/customers", headers=headers, json={
+                "name": name, "kind": "company", "region": region})).status_code == 201
+    first, second = regions
+    params = {"region": first, "sort": "name", "limit": 2}
+    assert [item["name"] for item in (await fx_api.client.get(
+        "/api/v1/customers", params=params, headers=headers)).json()["items"]] == regions[first][:2]
+    kept = len(repository._PAGE_STATEMENTS)
+    answer = (await fx_api.client.get("/api/v1/customers", params={**params, "region": second},
+                                      headers=headers)).json()
+    assert [item["name"] for item in answer["items"]] == regions[second][:2]
+    assert len(repository._PAGE_STATEMENTS) == kept  # the same shape: the same statement
+    following = (await fx_api.client.get("/api/v1/customers", headers=headers, params={
+        **params, "region": second, "cursor": answer["next_cursor"]})).json()
+    assert [item["name"] for item in following["items"]] == regions[second][2:]
+
+
 async def test_delete_with_and_without_dependents(fx_api: Any, fx_headers: dict[str, str],
                                                   fx_customer: dict[str, Any]) -> None:
     url = f"/api/v1/customers/{fx_customer['id']}"
