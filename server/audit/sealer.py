@@ -178,6 +178,8 @@ _APPEND_POSTGRESQL: Final = (
     " INSERT INTO audit_event_fields (seq, field) SELECT * FROM unnest($13::bigint[], $14::varchar[])"
     ") INSERT INTO audit_event_subjects (seq, subject_id) SELECT * FROM unnest($15::bigint[], $16::varchar[])"
 )
+
+
 def _append_arrays(chained: ChainedRows) -> tuple[list[Any], ...]:
     """The parameters of :data:`_APPEND_POSTGRESQL`, in order."""
     return (*chained.columns, chained.touched_seq, chained.touched_field, chained.concerned_seq,
@@ -296,7 +298,7 @@ async def chain_unless_landed_on_driver(driver: Any, rows: Sequence[Mapping[str,
         await driver.execute(f"SELECT pg_advisory_xact_lock({CHAIN_LOCK_KEY})")
         before, _ = split_at_seq(bytes(rows[0]["canonical"]))
         if not await driver.fetchval(_LANDED, rows[0]["ts"], before):
-            await driver.fetchval(_APPEND_IN_DATABASE, *unchained_arrays(rows))
+            await chain_now_on_driver(driver, rows)  # its lock is already held: taken again, at once
 
 
 async def events_waiting(session: AsyncSession) -> bool:
