@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
+from typing import Any
 
+import msgspec
 import structlog
+
+# msgspec writes a log line's JSON several times faster than json.dumps (one line per request); values it does
+# not know are written as their repr, as structlog's own fallback does.
+_LINE_ENCODER = msgspec.json.Encoder(enc_hook=repr)
+
+
+def _json_line(event: Any, **_options: Any) -> str:
+    try:
+        return _LINE_ENCODER.encode(event).decode()
+    except (TypeError, ValueError):  # a key msgspec cannot write (a tuple, say): a log call must never fail
+        return json.dumps(event, default=repr, skipkeys=True)
 
 
 def configure_logging(level: str) -> None:
@@ -16,7 +30,9 @@ def configure_logging(level: str) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[*shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer()],
+        processors=[
+            *shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer(serializer=_json_line),
+        ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
@@ -24,7 +40,8 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(processors=[
-            *shared, structlog.stdlib.ProcessorFormatter.remove_processors_meta, structlog.processors.JSONRenderer(),
+            *shared, structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.JSONRenderer(serializer=_json_line),
         ])
     )
     root = logging.getLogger()

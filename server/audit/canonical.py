@@ -14,16 +14,18 @@ implementation (or a later Python) produces the same bytes for the same event:
 - ``ts`` is RFC 3339 UTC with microseconds, ``YYYY-MM-DDTHH:MM:SS.ffffffZ``.
 
 These are the bytes the standard library's ``json.dumps(sort_keys=True, separators=(",", ":"),
-ensure_ascii=False)`` writes; golden byte vectors in the tests pin them.
+ensure_ascii=False)`` writes; golden byte vectors in the tests pin them. The server writes them with msgspec's
+encoder (keys sorted), which produces the same bytes about ten times faster; a property test compares the two.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias, TypedDict, cast
+
+import msgspec
 
 from server.audit.tags import ActorType, AuditAction, AuditOutcome
 
@@ -67,6 +69,8 @@ _TS_PATTERN: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[
 _ACTIONS: Final = frozenset(a.value for a in AuditAction)
 _OUTCOMES: Final = frozenset(o.value for o in AuditOutcome)
 _ACTOR_TYPES: Final = frozenset(t.value for t in ActorType)
+_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+_DECODER: Final = msgspec.json.Decoder()
 
 
 class CanonicalError(ValueError):
@@ -148,9 +152,8 @@ def encode_event(event: Mapping[str, object]) -> bytes:
     """
     normalised = _normalise_event(event)
     try:
-        text = json.dumps(normalised, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-        return text.encode("utf-8")
-    except (UnicodeEncodeError, ValueError) as exc:  # lone surrogates; ValueError cannot occur after validation
+        return _ENCODER.encode(normalised)
+    except UnicodeEncodeError as exc:  # lone surrogates
         raise CanonicalError(f"event cannot be encoded: {exc}") from exc
 
 
@@ -173,8 +176,8 @@ def decode_event(canonical: bytes) -> AuditEvent:
     # float or constant (NaN) parses to a float, which the encoder's validation refuses. Hooks that refused them
     # while parsing cost a tenth of a query's decoding and refused nothing more.
     try:
-        parsed = json.loads(canonical.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError is a ValueError
+        parsed = _DECODER.decode(canonical)
+    except (msgspec.DecodeError, RecursionError) as exc:  # invalid UTF-8 and out-of-range numbers among them
         raise CanonicalError(f"not canonical audit JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise CanonicalError("an audit event is a JSON object")
@@ -184,10 +187,10 @@ def decode_event(canonical: bytes) -> AuditEvent:
 
 
 def _normalise_event(event: Mapping[str, object]) -> dict[str, JSONValue]:
-    if not isinstance(event, Mapping):
+    if type(event) is not dict and not isinstance(event, Mapping):
         raise CanonicalError("an audit event is a mapping")
-    keys = set(event)
-    if keys != EVENT_KEYS:
+    if event.keys() != EVENT_KEYS:
+        keys = set(event)
         missing = sorted(EVENT_KEYS - keys, key=str)
         unknown = sorted(str(k) for k in keys - EVENT_KEYS)
         raise CanonicalError(f"audit event keys wrong: missing {missing}, unknown {unknown}")
@@ -197,12 +200,16 @@ def _normalise_event(event: Mapping[str, object]) -> dict[str, JSONValue]:
         raise CanonicalError(f"seq must be an integer in 1..{MAX_SEQ}, got {seq!r}")
     ts = _plain_str(event["ts"], "ts")
     parse_timestamp(ts)
+    # Every event passes here on the write path: plain strings in the allowed sets are taken without a call.
+    actor_type, action, outcome = event["actor_type"], event["action"], event["outcome"]
     normalised: dict[str, JSONValue] = {
         "seq": seq,
         "ts": ts,
-        "actor_type": _member(event["actor_type"], "actor_type", _ACTOR_TYPES),
-        "action": _member(event["action"], "action", _ACTIONS),
-        "outcome": _member(event["outcome"], "outcome", _OUTCOMES),
+        "actor_type": actor_type if type(actor_type) is str and actor_type in _ACTOR_TYPES
+        else _member(actor_type, "actor_type", _ACTOR_TYPES),
+        "action": action if type(action) is str and action in _ACTIONS else _member(action, "action", _ACTIONS),
+        "outcome": outcome if type(outcome) is str and outcome in _OUTCOMES
+        else _member(outcome, "outcome", _OUTCOMES),
         "actor_roles": _string_set(event["actor_roles"], "actor_roles"),
         "fields": _string_set(event["fields"], "fields"),
         "before": _optional_object(event["before"], "before"),
@@ -231,19 +238,22 @@ def _member(value: object, where: str, allowed: frozenset[str]) -> str:
 
 
 def _string_set(value: object, where: str) -> list[JSONValue]:
+    if type(value) is list:  # a list of plain strings (the usual case) is taken as it is
+        for item in value:
+            if type(item) is not str:
+                break
+        else:
+            return [*sorted(set(value))]
     if not isinstance(value, list | tuple | set | frozenset):
         raise CanonicalError(f"{where} must be a list of strings")
-    for item in value:  # plain strings (the usual case) are taken as they are; anything else is checked
-        if type(item) is not str:
-            members: list[JSONValue] = [*sorted({_plain_str(item, where) for item in value})]
-            return members
-    return [*sorted(set(value))]
+    members: list[JSONValue] = [*sorted({_plain_str(item, where) for item in value})]
+    return members
 
 
 def _optional_object(value: object, where: str) -> dict[str, JSONValue] | None:
     if value is None:
         return None
-    if not isinstance(value, dict):
+    if type(value) is not dict and not isinstance(value, dict):
         raise CanonicalError(f"{where} must be an object or null")
     return _json_object(value, where, 1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import time
 from collections.abc import Iterator
@@ -106,7 +107,8 @@ def test_readme_quickstart(fx_env: dict[str, str], fx_server: str, fx_server_log
     httpx.get(f"{fx_server}/api/v1/customers", params={"name": "Acme Industrial"}, headers=headers)
     time.sleep(0.5)
     log = fx_server_log.read_text()
-    assert '"request_id"' in log and '"path": "/api/v1/customers"' in log
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(line.get("path") == "/api/v1/customers" and line.get("request_id") for line in lines)
     for secret in (token, "Sales-password-2026", "Admin-password-2026", "log.probe@example.com", "Acme Industrial"):
         assert secret not in log
 

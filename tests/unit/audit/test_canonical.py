@@ -213,3 +213,13 @@ def test_bytes_match_the_documented_stdlib_form(make_event: MakeEvent, after: di
     reference = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     assert encoded == reference
     assert decode_event(encoded)["after"] == after
+
+
+def test_keys_sort_by_code_point_across_planes(make_event: MakeEvent) -> None:
+    # UTF-16 order would put U+10000 (a surrogate pair) before U+E000; code-point (and UTF-8 byte) order puts it
+    # after. The encoder must agree with json.dumps(sort_keys=True), which sorts Python strings by code point.
+    after = {"\U00010000": 1, "\ue000": 2, "\uffff": 3, "a": 4, "\x7f": 5, "\x80": 6, "Z": 7}
+    event = make_event(9, after=after, fields=["email", "phone"])
+    reference = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert encode_event(event) == reference
+    assert encode_event(event).index("\ue000".encode()) < encode_event(event).index("\U00010000".encode())
