@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Table, and_, bindparam, case, exists, func
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import trail
-from server.audit.tags import ActorType, AuditAction
+from server.audit.tags import ActorType, AuditAction, AuditOutcome
 from server.db import write_transaction
 from server.security.crypto import SEALED_PREFIX, CryptoError, DataKey, KeyringError, WrappedDek
 from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, DekState, KeyJob, token_prefix
@@ -523,6 +523,34 @@ class KeyStatus:
                        f"{job['subjects_done']} subjects, {job['values_resealed']} values so far): run "
                        "`strongroom keys reencrypt` to resume")
         return out
+
+
+# ----------------------------------------------------------------------------------- erasure ledger re-application
+
+LISTED_DEK_IDS = 1000  # a re-application event names at most this many destroyed keys (it always counts them all)
+
+
+async def reapply_ledger(sessions: Sessions, cipher: FieldCipher) -> list[uuid.UUID]:
+    """Destroy again every DEK the erasure ledger lists (after restoring a database by other means than
+    ``strongroom backup restore``, which does this itself), with an ``erase`` event in the same transaction.
+
+    A ledger that cannot be read (or whose MAC chain is broken) destroys nothing and is recorded as a failed
+    ``erase`` event of its own before the error is raised.
+    """
+    try:
+        async with sessions() as session, write_transaction(session):
+            destroyed: list[uuid.UUID] = await cipher.reapply_ledger(session)
+            await trail.record(session, action=AuditAction.ERASE, actor=KEY_JOB_ACTOR, entity="key",
+                               reason="erasure ledger re-applied", after={
+                                   "deks_destroyed": len(destroyed),
+                                   "dek_ids": [str(dek_id) for dek_id in destroyed[:LISTED_DEK_IDS]]})
+    except (CryptoError, ValueError) as error:
+        async with sessions() as session, write_transaction(session):
+            await trail.record(session, action=AuditAction.ERASE, actor=KEY_JOB_ACTOR, entity="key",
+                               outcome=AuditOutcome.ERROR, reason="erasure ledger re-applied",
+                               after={"error": str(error)[:500]})
+        raise
+    return destroyed
 
 
 async def key_status(sessions: Sessions, cipher: FieldCipher) -> KeyStatus:

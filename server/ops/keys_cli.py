@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -88,16 +87,12 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
                              f"(subjects: {', '.join(map(str, result.unreadable_subjects[:10]))})")
             return EXIT_OK
         if action == "reapply-ledger":
-
-            async def reapply(sessions: async_sessionmaker[AsyncSession], cipher: Any) -> list[uuid.UUID]:
-                from server.db import write_transaction
-
-                async with sessions() as session, write_transaction(session):
-                    destroyed: list[uuid.UUID] = await cipher.reapply_ledger(session)
-                return destroyed
-
-            destroyed = _with_database(settings, reapply)
-            print(f"re-applied the erasure ledger: {len(destroyed)} DEKs destroyed again")
+            try:
+                destroyed = _with_database(settings, keys.reapply_ledger)
+            except ValueError as error:
+                return _fail(f"the erasure ledger was not re-applied: {error}")
+            print(f"re-applied the erasure ledger: {len(destroyed)} DEKs destroyed again (recorded as an erase "
+                  "event)")
             return EXIT_OK
     except KeyboardInterrupt:
         return _fail(f"interrupted; progress so far is saved: run `strongroom keys {action}"

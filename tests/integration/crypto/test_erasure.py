@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from sqlalchemy import delete, insert, select
 
+from server.audit.canonical import decode_event
+from server.audit.models import AuditPending
 from server.db import write_transaction
 from server.domain.contacts import Contact
+from server.ops import keys
 from server.security.data_keys import DataKeyRow, DekState
 from server.security.field_cipher import ERASED
 
@@ -104,3 +110,46 @@ async def test_restore_of_an_older_backup_reapplies_the_ledger(fx_crm: Crm) -> N
     assert (state, wrapped, bidx) == (DekState.DESTROYED, None, None)
     async with fx_crm.sessions() as session, write_transaction(session):
         assert await restarted.reapply_ledger(session) == []
+
+
+async def test_reapplying_the_ledger_on_its_own_is_an_erase_event(fx_crm: Crm) -> None:
+    """``strongroom keys reapply-ledger`` (after a restore by other means than ``backup restore``) is audited, and a
+    broken ledger destroys nothing and is recorded as a failed erasure."""
+    customer = await fx_crm.customer()
+    await fx_crm.contact(customer.id, email="reapplied@example.com")
+    async with fx_crm.sessions() as session:
+        backup = [dict(row) for row in (await session.execute(
+            select(DataKeyRow.__table__).where(DataKeyRow.subject_id == customer.id))).mappings()]
+    async with fx_crm.sessions() as session, write_transaction(session):
+        destroyed = await fx_crm.cipher.erase_subject(session, customer.id, actor="dpo", legal_basis="test")
+    async with fx_crm.sessions() as session, write_transaction(session):  # the key rows come back from a backup
+        await session.execute(delete(DataKeyRow.__table__).where(DataKeyRow.subject_id == customer.id))
+        await session.execute(insert(DataKeyRow.__table__), backup)
+
+    assert await keys.reapply_ledger(fx_crm.sessions, new_cipher(fx_crm.settings)) == destroyed
+    recorded = await _erase_events_of_key_jobs(fx_crm)
+    assert recorded[-1]["outcome"] == "ok"
+    assert recorded[-1]["after"] == {"deks_destroyed": len(destroyed), "dek_ids": [str(d) for d in destroyed]}
+
+    restarted = new_cipher(fx_crm.settings)
+    ledger = fx_crm.settings.resolved_erasure_ledger_path
+    ledger.write_bytes(ledger.read_bytes().replace(b'"', b"'", 1))  # the MAC chain no longer holds
+    async with fx_crm.sessions() as session, write_transaction(session):  # restored again
+        await session.execute(delete(DataKeyRow.__table__).where(DataKeyRow.subject_id == customer.id))
+        await session.execute(insert(DataKeyRow.__table__), backup)
+    with pytest.raises(ValueError, match="ledger"):
+        await keys.reapply_ledger(fx_crm.sessions, restarted)
+    recorded = await _erase_events_of_key_jobs(fx_crm)
+    assert recorded[-1]["outcome"] == "error" and "deks_destroyed" not in recorded[-1]["after"]
+    async with fx_crm.sessions() as session:
+        states = (await session.execute(select(DataKeyRow.state).where(DataKeyRow.subject_id == customer.id))
+                  ).scalars().all()
+    assert DekState.DESTROYED not in states  # nothing was destroyed on the strength of a broken ledger
+
+
+async def _erase_events_of_key_jobs(fx_crm: Crm) -> list[dict[str, Any]]:
+    async with fx_crm.sessions() as session:
+        bodies = (await session.execute(
+            select(AuditPending.canonical).where(AuditPending.entity == "key", AuditPending.action == "erase")
+            .order_by(AuditPending.id))).scalars().all()
+    return [dict(decode_event(bytes(body))) for body in bodies]

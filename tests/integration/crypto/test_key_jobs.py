@@ -162,11 +162,13 @@ def _run_cli(argv: list[str], settings: Any) -> int:
 async def test_cli_status_rotate_and_reencrypt(fx_crm: Crm, capsys: pytest.CaptureFixture[str]) -> None:
     await fx_crm.contact((await fx_crm.customer()).id)
     loop = asyncio.get_running_loop()
-    for argv in (["keys", "status"], ["keys", "rotate"], ["keys", "reencrypt"], ["keys", "status"]):
+    for argv in (["keys", "status"], ["keys", "rotate"], ["keys", "reencrypt"], ["keys", "status"],
+                 ["keys", "reapply-ledger"]):
         # The handlers run their own event loop, as the console script does.
         assert await loop.run_in_executor(None, _run_cli, argv, fx_crm.settings) == 0, argv
     out = capsys.readouterr().out
     assert "DEKs per KEK version" in out and "rewrapped" in out and "values resealed" in out
+    assert "re-applied the erasure ledger: 0 DEKs destroyed again" in out
     assert isinstance(FieldCipher.from_settings(fx_crm.settings, environ={}), FieldCipher)
 
 
