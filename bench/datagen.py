@@ -385,6 +385,11 @@ class SqliteWriter:
         row = self.connection.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
         return (int(row[0]), bytes(row[1])) if row else (0, GENESIS_HASH)
 
+    async def canonicals(self, last: int) -> list[bytes]:
+        """The canonical bytes of events ``1..last``, in order."""
+        rows = self.connection.execute("SELECT canonical FROM audit_events WHERE seq <= ? ORDER BY seq", (last,))
+        return [bytes(row[0]) for row in rows]
+
     async def users(self) -> list[tuple[str, str, list[str]]]:
         """Every user as (id, username, roles)."""
         rows = self.connection.execute("SELECT id, username, roles FROM users").fetchall()
@@ -457,6 +462,11 @@ class PostgresWriter:
         """The last sealed event's sequence number and hash (0 and the genesis hash for an empty trail)."""
         row = await self.connection.fetchrow("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1")
         return (int(row[0]), bytes(row[1])) if row else (0, GENESIS_HASH)
+
+    async def canonicals(self, last: int) -> list[bytes]:
+        """The canonical bytes of events ``1..last``, in order."""
+        rows = await self.connection.fetch("SELECT canonical FROM audit_events WHERE seq <= $1 ORDER BY seq", last)
+        return [bytes(row[0]) for row in rows]
 
     async def users(self) -> list[tuple[str, str, list[str]]]:
         """Every user as (id, username, roles)."""

@@ -80,13 +80,14 @@ class TrailReport:
     checkpoint_size: int | None
 
 
-async def event_rows(session: AsyncSession, first: int, last: int | None) -> AsyncIterator[list[ChainRow]]:
+async def event_rows(session: AsyncSession, first: int, last: int | None, *,
+                     batch_size: int = BATCH) -> AsyncIterator[list[ChainRow]]:
     """Stored events ``first..last`` (to the end when ``last`` is None) as chain rows, in batches, seq ascending."""
     cursor = first
     while True:
         statement = (select(AuditEventRecord.seq, AuditEventRecord.canonical, AuditEventRecord.prev_hash,
                             AuditEventRecord.hash)
-                     .where(AuditEventRecord.seq >= cursor).order_by(AuditEventRecord.seq).limit(BATCH))
+                     .where(AuditEventRecord.seq >= cursor).order_by(AuditEventRecord.seq).limit(batch_size))
         if last is not None:
             statement = statement.where(AuditEventRecord.seq <= last)
         batch = [(int(seq), bytes(body), bytes(prev), bytes(digest))
@@ -94,7 +95,7 @@ async def event_rows(session: AsyncSession, first: int, last: int | None) -> Asy
         if not batch:
             return
         yield batch
-        if len(batch) < BATCH:
+        if len(batch) < batch_size:
             return
         cursor = batch[-1][0] + 1
 
@@ -161,10 +162,11 @@ async def _merkle_base(session: AsyncSession, boundary: ArchiveBoundary, at_most
     return CompactRange.from_bytes(int(stored.tree_size), bytes(stored.nodes))
 
 
-async def leaf_hash_batches(session: AsyncSession, first: int, last: int) -> AsyncIterator[list[bytes]]:
+async def leaf_hash_batches(session: AsyncSession, first: int, last: int, *,
+                            batch_size: int = BATCH) -> AsyncIterator[list[bytes]]:
     """The Merkle leaf hashes of events ``first..last``, in batches; refuses a gap (the tree would be the wrong one)."""
     expect = first
-    async for batch in event_rows(session, first, last):
+    async for batch in event_rows(session, first, last, batch_size=batch_size):
         if batch[0][0] != expect or batch[-1][0] != expect + len(batch) - 1:
             raise ValueError(f"the trail has a gap after seq {expect - 1}; run `strongroom audit verify`")
         expect += len(batch)
@@ -344,7 +346,8 @@ async def sign_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
     return SignedCheckpoint(checkpoint, signature)
 
 
-async def merkle_state(session: AsyncSession, size: int, boundary: ArchiveBoundary | None = None) -> CompactRange:
+async def merkle_state(session: AsyncSession, size: int, boundary: ArchiveBoundary | None = None, *,
+                       batch_size: int = BATCH) -> CompactRange:
     """The compact range of the first ``size`` events: the newest stored state, extended by the events after it.
 
     Raises:
@@ -355,9 +358,18 @@ async def merkle_state(session: AsyncSession, size: int, boundary: ArchiveBounda
         raise ValueError(f"events up to {boundary.last_seq} are archived; no Merkle state at {size}")
     compact = await _merkle_base(session, boundary, size)
     if compact.size < size:
-        async for hashes in leaf_hash_batches(session, compact.size + 1, size):
+        async for hashes in leaf_hash_batches(session, compact.size + 1, size, batch_size=batch_size):
             compact.extend(hashes)
     return compact
+
+
+async def checkpoint_due(session: AsyncSession) -> int | None:
+    """The chain head's sequence number if it is beyond the newest checkpoint, else None."""
+    head = (await session.execute(select(func.max(AuditEventRecord.seq)))).scalar_one_or_none()
+    if head is None:
+        return None
+    newest = (await session.execute(select(func.max(AuditCheckpoint.tree_size)))).scalar_one_or_none()
+    return None if newest == head else int(head)
 
 
 async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
@@ -370,13 +382,10 @@ async def make_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
     Raises:
         ValueError: If the events since the stored state have a gap (verify the trail).
     """
-    head = (await session.execute(select(func.max(AuditEventRecord.seq)))).scalar_one_or_none()
+    head = await checkpoint_due(session)
     if head is None:
         return None
-    newest = (await session.execute(select(func.max(AuditCheckpoint.tree_size)))).scalar_one_or_none()
-    if newest == head:
-        return None
-    return await sign_checkpoint(session, signing_key, await merkle_state(session, int(head)), sink)
+    return await sign_checkpoint(session, signing_key, await merkle_state(session, head), sink)
 
 
 @dataclass(frozen=True, slots=True)
