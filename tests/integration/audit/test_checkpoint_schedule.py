@@ -43,6 +43,21 @@ def _resources(fx_api: Any) -> Any:
     return fx_api.app.state.resources
 
 
+def _hold_hashing(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event, list[int]]:
+    """Make the schedule's hashing wait: (set when it starts, set to let it go on, the sizes it was asked for)."""
+    started, release, calls = asyncio.Event(), asyncio.Event(), []
+    real = checkpoints.merkle_state
+
+    async def held(session: Any, size: int, *args: Any, **kwargs: Any) -> CompactRange:
+        calls.append(size)
+        started.set()
+        await release.wait()
+        return await real(session, size, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoints, "merkle_state", held)
+    return started, release, calls
+
+
 async def test_a_scheduled_checkpoint_signs_the_head_and_the_trail_verifies(fx_api: Any) -> None:
     head = await _events(fx_api, 30)
     resources = _resources(fx_api)
@@ -68,15 +83,7 @@ async def test_hashing_does_not_hold_the_write_lock(fx_api: Any, monkeypatch: py
     """While the schedule hashes, another transaction writes and commits (on SQLite: takes the one write lock)."""
     await _events(fx_api, 5)
     resources = _resources(fx_api)
-    hashing, release = asyncio.Event(), asyncio.Event()
-    real = checkpoints.merkle_state
-
-    async def slow_merkle_state(session: Any, size: int, *args: Any, **kwargs: Any) -> CompactRange:
-        hashing.set()
-        await release.wait()
-        return await real(session, size, *args, **kwargs)
-
-    monkeypatch.setattr(checkpoints, "merkle_state", slow_merkle_state)
+    hashing, release, _calls = _hold_hashing(monkeypatch)
     scheduled = asyncio.create_task(
         checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings))
     await asyncio.wait_for(hashing.wait(), 10)
@@ -93,18 +100,7 @@ async def test_one_process_at_a_time_computes_a_checkpoint(fx_api: Any, monkeypa
         pytest.skip("SQLite has no advisory lock: each process may compute the same checkpoint (one is stored)")
     await _events(fx_api, 5)
     resources = _resources(fx_api)
-    computing, release = asyncio.Event(), asyncio.Event()
-    calls = 0
-    real = checkpoints.merkle_state
-
-    async def held_merkle_state(session: Any, size: int, *args: Any, **kwargs: Any) -> CompactRange:
-        nonlocal calls
-        calls += 1
-        computing.set()
-        await release.wait()
-        return await real(session, size, *args, **kwargs)
-
-    monkeypatch.setattr(checkpoints, "merkle_state", held_merkle_state)
+    computing, release, calls = _hold_hashing(monkeypatch)
     first = asyncio.create_task(
         checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings))
     await asyncio.wait_for(computing.wait(), 10)
@@ -112,7 +108,7 @@ async def test_one_process_at_a_time_computes_a_checkpoint(fx_api: Any, monkeypa
     assert await checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings) is None
     release.set()
     size = await asyncio.wait_for(first, 10)
-    assert size is not None and calls == 1
+    assert size is not None and len(calls) == 1
     async with fx_api.session_factory() as session:
         assert (await session.execute(select(AuditCheckpoint.tree_size).where(AuditCheckpoint.tree_size == size))
                 ).scalars().all() == [size]
