@@ -133,18 +133,24 @@ async def test_reapplying_the_ledger_on_its_own_is_an_erase_event(fx_crm: Crm) -
 
     restarted = new_cipher(fx_crm.settings)
     ledger = fx_crm.settings.resolved_erasure_ledger_path
-    ledger.write_bytes(ledger.read_bytes().replace(b'"', b"'", 1))  # the MAC chain no longer holds
-    async with fx_crm.sessions() as session, write_transaction(session):  # restored again
-        await session.execute(delete(DataKeyRow.__table__).where(DataKeyRow.subject_id == customer.id))
-        await session.execute(insert(DataKeyRow.__table__), backup)
-    with pytest.raises(ValueError, match="ledger"):
-        await keys.reapply_ledger(fx_crm.sessions, restarted)
+    intact = ledger.read_bytes()
+    ledger.write_bytes(intact.replace(b'"', b"'", 1))  # the MAC chain no longer holds
+    try:
+        async with fx_crm.sessions() as session, write_transaction(session):  # restored again
+            await session.execute(delete(DataKeyRow.__table__).where(DataKeyRow.subject_id == customer.id))
+            await session.execute(insert(DataKeyRow.__table__), backup)
+        with pytest.raises(ValueError, match="ledger"):
+            await keys.reapply_ledger(fx_crm.sessions, restarted)
+    finally:
+        ledger.write_bytes(intact)  # the ledger is shared by the other tests of this database
     recorded = await _erase_events_of_key_jobs(fx_crm)
     assert recorded[-1]["outcome"] == "error" and "deks_destroyed" not in recorded[-1]["after"]
     async with fx_crm.sessions() as session:
         states = (await session.execute(select(DataKeyRow.state).where(DataKeyRow.subject_id == customer.id))
                   ).scalars().all()
     assert DekState.DESTROYED not in states  # nothing was destroyed on the strength of a broken ledger
+    # The ledger intact again: the restored keys are destroyed, as the other tests of this database expect.
+    assert await keys.reapply_ledger(fx_crm.sessions, new_cipher(fx_crm.settings)) == destroyed
 
 
 async def _erase_events_of_key_jobs(fx_crm: Crm) -> list[dict[str, Any]]:
