@@ -43,6 +43,12 @@ def _resources(fx_api: Any) -> Any:
     return fx_api.app.state.resources
 
 
+async def _checkpoint_once(fx_api: Any) -> int | None:
+    """One round of the server's schedule, as one of its processes runs it."""
+    resources = _resources(fx_api)
+    return await checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings)
+
+
 def _hold_hashing(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event, list[int]]:
     """Make the schedule's hashing wait: (set when it starts, set to let it go on, the sizes it was asked for)."""
     started, release, calls = asyncio.Event(), asyncio.Event(), []
@@ -61,7 +67,7 @@ def _hold_hashing(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, async
 async def test_a_scheduled_checkpoint_signs_the_head_and_the_trail_verifies(fx_api: Any) -> None:
     head = await _events(fx_api, 30)
     resources = _resources(fx_api)
-    assert await checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings) == head
+    assert await _checkpoint_once(fx_api) == head
     async with fx_api.session_factory() as session:
         signed = await session.get(AuditCheckpoint, head)
         stored = await session.get(AuditCompactRange, head)
@@ -70,8 +76,7 @@ async def test_a_scheduled_checkpoint_signs_the_head_and_the_trail_verifies(fx_a
     assert report.ok, report.detail
     assert report.checkpoint_size == head
     # Nothing new: no second checkpoint of the same size.
-    assert await checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings) in (
-        None, await _head_after_own_events(fx_api))
+    assert await _checkpoint_once(fx_api) in (None, await _head_after_own_events(fx_api))
 
 
 async def _head_after_own_events(fx_api: Any) -> int | None:
@@ -82,10 +87,8 @@ async def _head_after_own_events(fx_api: Any) -> int | None:
 async def test_hashing_does_not_hold_the_write_lock(fx_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """While the schedule hashes, another transaction writes and commits (on SQLite: takes the one write lock)."""
     await _events(fx_api, 5)
-    resources = _resources(fx_api)
     hashing, release, _calls = _hold_hashing(monkeypatch)
-    scheduled = asyncio.create_task(
-        checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings))
+    scheduled = asyncio.create_task(_checkpoint_once(fx_api))
     await asyncio.wait_for(hashing.wait(), 10)
     async with asyncio.timeout(5):  # with the lock held this would wait for busy_timeout (10 s), then fail
         async with fx_api.session_factory() as session, write_transaction(session):
@@ -99,13 +102,11 @@ async def test_one_process_at_a_time_computes_a_checkpoint(fx_api: Any, monkeypa
     if fx_api.backend != "postgresql":
         pytest.skip("SQLite has no advisory lock: each process may compute the same checkpoint (one is stored)")
     await _events(fx_api, 5)
-    resources = _resources(fx_api)
     computing, release, calls = _hold_hashing(monkeypatch)
-    first = asyncio.create_task(
-        checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings))
+    first = asyncio.create_task(_checkpoint_once(fx_api))
     await asyncio.wait_for(computing.wait(), 10)
     # A second process (its own connection) finds the lock taken and skips the round.
-    assert await checkpoints.checkpoint_once(fx_api.session_factory, resources.audit_key, resources.settings) is None
+    assert await _checkpoint_once(fx_api) is None
     release.set()
     size = await asyncio.wait_for(first, 10)
     assert size is not None and len(calls) == 1
