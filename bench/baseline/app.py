@@ -412,30 +412,41 @@ async def audit_events(
     field: Filter = None, action: Filter = None, outcome: Filter = None, since: datetime | None = None,
     until: datetime | None = None, cursor: Filter = None, limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
-    """The compliance query as plain SQL over the same tables and indexes: newest first, cursor paginated."""
-    statement = select(AuditEvent.seq, AuditEvent.canonical, AuditEvent.hash)
-    for column, value in ((AuditEvent.actor_id, actor_id), (AuditEvent.entity, entity),
-                          (AuditEvent.entity_id, entity_id), (AuditEvent.action, action),
-                          (AuditEvent.outcome, outcome)):
-        if value is not None:
-            statement = statement.where(column == value)
-    if customer_id is not None:
-        # The same union of index lookups as server/audit/store.py (an OR of the three made PostgreSQL read
-        # the whole table).
-        lookups = [select(AuditEvent.seq).where(AuditEvent.subject_id == customer_id),
-                   select(AuditEvent.seq).where(AuditEvent.entity_id == customer_id)]
-        if state.audit_subjects:
-            lookups.append(select(AuditEventSubject.seq).where(AuditEventSubject.subject_id == customer_id))
-        statement = statement.where(AuditEvent.seq.in_(union(*lookups)))
+    """The compliance query as plain SQL over the same tables and indexes: newest first, cursor paginated.
+
+    The same shapes as server/audit/store.py: the page's sequence numbers first, then its events by primary key;
+    for a customer, a union of three index lookups (an OR of the three made PostgreSQL read the whole table), each
+    with every filter and stopped after a page. The time filter is plain (no sequence bounds)."""
+    page = limit + 1
+    conditions: list[Any] = [column == value for column, value in (
+        (AuditEvent.actor_id, actor_id), (AuditEvent.entity, entity), (AuditEvent.entity_id, entity_id),
+        (AuditEvent.action, action), (AuditEvent.outcome, outcome)) if value is not None]
     if field is not None:
-        touched = select(AuditEventField.seq).where(AuditEventField.field == field)
-        statement = statement.where(AuditEvent.seq.in_(touched))
+        conditions.append(AuditEvent.seq.in_(select(AuditEventField.seq).where(AuditEventField.field == field)))
     if since is not None:
-        statement = statement.where(AuditEvent.ts >= since)
+        conditions.append(AuditEvent.ts >= since)
     if until is not None:
-        statement = statement.where(AuditEvent.ts < until)
+        conditions.append(AuditEvent.ts < until)
     if cursor is not None:
-        statement = statement.where(AuditEvent.seq < int(cursor))
+        conditions.append(AuditEvent.seq < int(cursor))
+
+    def first_page(selection: Any, seq: Any) -> Any:
+        ordered = selection.order_by(seq.desc()).limit(page).subquery()
+        return select(ordered.c.seq)
+
+    if customer_id is not None:
+        lookups = [first_page(select(AuditEvent.seq).where(AuditEvent.subject_id == customer_id, *conditions),
+                              AuditEvent.seq),
+                   first_page(select(AuditEvent.seq).where(AuditEvent.entity_id == customer_id, *conditions),
+                              AuditEvent.seq)]
+        if state.audit_subjects:
+            lookups.append(first_page(
+                select(AuditEventSubject.seq).join(AuditEvent, AuditEvent.seq == AuditEventSubject.seq)
+                .where(AuditEventSubject.subject_id == customer_id, *conditions), AuditEventSubject.seq))
+        wanted = union(*lookups)
+    else:
+        wanted = first_page(select(AuditEvent.seq).where(*conditions), AuditEvent.seq)
+    statement = select(AuditEvent.seq, AuditEvent.canonical, AuditEvent.hash).where(AuditEvent.seq.in_(wanted))
     async with sessions(state)() as session, session.begin():
         rows = (await session.execute(statement.order_by(AuditEvent.seq.desc()).limit(limit + 1))).all()
     items = [{**json.loads(bytes(body)), "hash": bytes(digest).hex()} for _seq, body, digest in rows[:limit]]

@@ -437,6 +437,14 @@ def _conditions(query: EventQuery, seq_range: SeqRange | None) -> list[ColumnEle
     return [*conditions, *_bounded(query, seq_range, AuditEventRecord.seq)]
 
 
+def _first_seqs(selection: Select[int], seq: SQLColumnExpression[int], *, oldest_first: bool, page: int
+                ) -> Select[int]:
+    """The first ``page`` sequence numbers of ``selection`` in the page's order, as a derived table (SQLite refuses
+    ORDER BY and LIMIT in a UNION's members)."""
+    ordered = selection.order_by(seq.asc() if oldest_first else seq.desc()).limit(page).subquery()
+    return select(ordered.c.seq)
+
+
 def _about_customer(query: EventQuery, subject_id: str, conditions: list[ColumnElement[bool]], *,
                     oldest_first: bool, page: int, seq_range: SeqRange | None) -> ColumnElement[bool]:
     """``seq IN`` the first ``page`` events about a customer that meet ``conditions``, in the page's order.
@@ -449,8 +457,7 @@ def _about_customer(query: EventQuery, subject_id: str, conditions: list[ColumnE
     the first page was cut from it (~5 us an event).
     """
     def first_page(selection: Select[int], seq: SQLColumnExpression[int]) -> Select[int]:
-        ordered = selection.order_by(seq.asc() if oldest_first else seq.desc()).limit(page).subquery()
-        return select(ordered.c.seq)  # a derived table: SQLite refuses ORDER BY and LIMIT in a UNION's members
+        return _first_seqs(selection, seq, oldest_first=oldest_first, page=page)
 
     own = select(AuditEventRecord.seq).where(AuditEventRecord.subject_id == subject_id, *conditions)
     record = select(AuditEventRecord.seq).where(AuditEventRecord.entity_id == subject_id, *conditions)
@@ -491,6 +498,12 @@ def _matching(query: EventQuery, *conditions: ColumnElement[bool], page: int, ol
     """The first ``page`` events matching ``query`` and ``conditions`` (on :class:`AuditEventRecord` columns),
     newest first (oldest first with ``oldest_first``).
 
+    The page's sequence numbers are found first, from the filter's ``(column, seq)`` index alone, and only then
+    its events read by primary key. Asked for whole events at once, PostgreSQL walks the primary key from the
+    newest event and filters, whenever its statistics call the value common: an actor, entity or action common
+    over the trail but absent from its newest stretch (a user who left; the last hour's reads outnumbering every
+    other action) then costs hundreds of thousands of events read (214 ms against 1.8 ms at 10M events).
+
     With ``seq_range``, the bounds of the time window, only that range of the primary key is read (and the range
     also bounds each index lookup of the other filters). It is exact: every event in the window has a ``seq`` in
     the range, and ``ts`` follows ``seq`` closely, so the range holds little besides the window. The ``ts``
@@ -508,8 +521,9 @@ def _matching(query: EventQuery, *conditions: ColumnElement[bool], page: int, ol
         return select(*_EVENT_COLUMNS).where(about).order_by(order).limit(page)
     if seq_range is None or not postgresql:
         in_window = _time_window(query, AuditEventRecord.ts)
-        return (select(*_EVENT_COLUMNS).where(*_conditions(query, seq_range), *in_window, *conditions)
-                .order_by(order).limit(page))
+        first = _first_seqs(select(AuditEventRecord.seq).where(*_conditions(query, seq_range), *in_window, *conditions),
+                            AuditEventRecord.seq, oldest_first=oldest_first, page=page)
+        return select(*_EVENT_COLUMNS).where(AuditEventRecord.seq.in_(first)).order_by(order).limit(page)
     ranged = (select(*_EVENT_COLUMNS, AuditEventRecord.ts).where(*_conditions(query, seq_range), *conditions)
               .order_by(order).offset(0).subquery("ranged"))
     return (select(ranged.c.seq, ranged.c.canonical, ranged.c.prev_hash, ranged.c.hash)
