@@ -7,13 +7,14 @@ import contextlib
 import fcntl
 import functools
 import os
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Final
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -154,7 +155,44 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     # 20 kept connections per process: a pool smaller than a worker's concurrent requests (plus the audit
     # writers) closes its overflow connections on return and opens new ones under load, each a PostgreSQL
     # backend start and a TLS handshake (measured: 58 backends started in 4 s at 16 clients with 10 kept).
-    return create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(url, pool_size=20, max_overflow=10, **kwargs)
+    event.listen(engine.sync_engine.pool, "checkin", _note_return)
+    event.listen(engine.sync_engine.pool, "checkout", _ping_if_idle)
+    return engine
+
+
+# A pooled PostgreSQL connection idle for longer than this is pinged before it is handed out. SQLAlchemy's
+# pre-ping pings at every check-out, and on asyncpg a ping is three round trips (BEGIN, an empty query,
+# ROLLBACK): as many as the rest of a single read. A connection in steady use was working a moment ago; one
+# that a database restart broke in that moment fails its statement instead, the pool then replaces every
+# connection older than the failure, and the request answers 503 (``server.api.problems``).
+IDLE_PING_SECONDS: Final = 2.0
+
+
+def _note_return(_dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry) -> None:
+    record.info["returned_at"] = time.monotonic()
+
+
+def _ping_if_idle(dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _proxy: Any) -> None:
+    returned = record.info.get("returned_at")
+    if returned is None or time.monotonic() - returned < IDLE_PING_SECONDS:
+        return
+    try:
+        dbapi_connection.ping()  # the asyncpg adapter's ping, run inside the pool's greenlet
+    except Exception as error:
+        raise exc.DisconnectionError("a pooled connection no longer answers") from error  # the pool replaces it
+
+
+@asynccontextmanager
+async def read_transaction(session: AsyncSession) -> AsyncIterator[None]:
+    """A unit of work that only reads. On PostgreSQL its statements run without BEGIN and COMMIT, two of the four
+    round trips a single read made (with its record's query and the read event's append): under READ COMMITTED
+    each statement takes its own snapshot inside a transaction too, so a reader sees the same. Nothing in it may
+    write or lock rows. On SQLite it is a plain transaction."""
+    async with session.begin():
+        if session.get_bind().dialect.name == "postgresql":
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        yield
 
 
 def create_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

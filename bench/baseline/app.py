@@ -471,7 +471,7 @@ def create_app() -> Litestar:
         if url.startswith("sqlite"):  # the same pragmas and pool as Strongroom's server/db.py
             engine = create_async_engine(url)
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
+        else:  # Strongroom's pool size, with SQLAlchemy's stock pre-ping (Strongroom pings only idle connections)
             engine = create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
         app.state.engine = engine
         app.state.sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

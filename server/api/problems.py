@@ -7,7 +7,8 @@ from typing import Any
 import structlog
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
+from sqlalchemy.exc import DBAPIError
 
 from server.errors import StrongroomError
 
@@ -76,9 +77,24 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "an internal error occurred; quote the request id")
 
 
+def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """A statement on a connection the database dropped (a restart, a failover): 503, retry. The pool has
+    replaced the connection, and every other connection as old, by then. Any other database error is
+    unexpected."""
+    if not exc.connection_invalidated:
+        return handle_unexpected(request, exc)
+    log.warning("database_connection_lost", error_type=type(exc.orig).__name__)
+    response = problem(request, HTTP_503_SERVICE_UNAVAILABLE,
+                       "the database connection was lost; retry the request (a change with its If-Match or "
+                       "Idempotency-Key, so that it is not applied twice)", slug="database-unavailable")
+    response.headers["Retry-After"] = "1"
+    return response
+
+
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     StrongroomError: handle_strongroom_error,
     ValidationException: handle_validation_error,
     HTTPException: handle_http_exception,
+    DBAPIError: handle_database_error,
     Exception: handle_unexpected,
 }

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 
 from server.audit.tags import AuditAction
+from server.db import read_transaction
 from server.domain.activities import Activity
 from server.domain.contacts import Contact
 from server.domain.opportunities import OPEN_STAGES, Opportunity, StageChange
@@ -38,7 +39,7 @@ class Customer360Service:
         opportunities, service = OpportunityService(self.context), ServiceRecordService(self.context)
         activities = ActivityService(self.context)
         customers.require("read")
-        async with self.session.begin():
+        async with read_transaction(self.session):
             customer = await customers.load(customer_id)
             contact_rows = await self._rows(select(Contact).where(Contact.customer_id == customer_id,
                                                                   *await contacts.scope()).order_by(Contact.name))

@@ -23,7 +23,7 @@ from server.audit.group_commit import GroupCommitWriter
 from server.audit.tags import ActorType, AuditAction, AuditOutcome
 from server.audit.trail import AuditActor, RequestInfo
 from server.config import Settings
-from server.db import write_transaction
+from server.db import read_transaction, write_transaction
 from server.domain.base import Base
 from server.domain.fields import Classification, EntitySpec, FieldSpec, MaskFormat
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
@@ -360,7 +360,7 @@ class RecordService(Generic[ModelT]):
         except Forbidden as error:
             await self.record_denied(error, record_id)
             raise
-        async with self.session.begin():
+        async with read_transaction(self.session):
             record = await self.load(record_id)
             await self.prepare([record])
             projected = self.project(record, reveal=reveal)
@@ -393,7 +393,7 @@ class RecordService(Generic[ModelT]):
             await self.record_denied(error)
             raise
         equal, to_confirm = self.exact_matches(query.filters)
-        async with self.session.begin():
+        async with read_transaction(self.session):
             rows, more = await self.repository.list_page(
                 *await self.scope(), sort=query.sort, after=query.after, limit=query.limit, equal=equal
             )
