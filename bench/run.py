@@ -176,6 +176,31 @@ def tool_version(command: list[str]) -> str:
     return text[0] if text else "unknown"
 
 
+def code_state() -> dict[str, Any]:
+    """The checkout's commit and whether tracked files differ from it (the code a server started now runs)."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False)
+    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, check=False)
+    return {"git_commit": commit.stdout.strip() if commit.returncode == 0 else "unknown (not a git checkout)",
+            "git_dirty": dirty.returncode == 0 and bool(dirty.stdout.strip())}
+
+
+def code_change_notes(report: dict[str, Any]) -> list[str]:
+    """A note for each backend whose servers started on other code than the run started on.
+
+    The servers start after the data is loaded (18 minutes on the large profile): a commit or an edit in that
+    time is what they run, not what ``machine.git_commit`` says."""
+    def label(state: dict[str, Any]) -> str:
+        return f"{state.get('git_commit')}{' with uncommitted changes' if state.get('git_dirty') else ''}"
+
+    started = {key: report["machine"].get(key) for key in ("git_commit", "git_dirty")}
+    return [f"The code changed during the run: it started at {label(started)}; the {name} servers started at "
+            f"{label(backend['code'])}, and the {name} results are that code's."
+            for name, backend in report["backends"].items()
+            if backend.get("code") is not None and backend["code"] != started]
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, memory, OS and versions, for the report."""
     info: dict[str, Any] = {"cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)),
@@ -200,12 +225,7 @@ def machine_info() -> dict[str, Any]:
     versions["sqlite"] = sqlite3.sqlite_version
     versions["wrk"] = tool_version(["wrk", "-v"]).split(" [")[0].removeprefix("wrk ")
     info["versions"] = versions
-    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
-                            text=True, check=False)
-    info["git_commit"] = commit.stdout.strip() if commit.returncode == 0 else "unknown (not a git checkout)"
-    dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False)
-    info["git_dirty"] = dirty.returncode == 0 and bool(dirty.stdout.strip())
+    info.update(code_state())
     info["load_average_start"] = [round(x, 2) for x in os.getloadavg()]
     return info
 
@@ -821,6 +841,7 @@ def bench_backend(name: str, settings: Settings, prepared: tuple[Backend, dict[s
     servers: dict[str, Server] = {}
     try:
         servers = _start_servers(backend, settings)
+        result["code"] = code_state()
         for key, (username, _role) in USERS.items():
             backend.tokens[key] = token_for(servers["strongroom"], username)
         result["checks"] = checks(backend, servers["strongroom"], servers["baseline"])
@@ -1084,6 +1105,7 @@ def main(argv: list[str] | None = None) -> int:
         for backend in settings.backends:
             report["backends"][backend] = bench_backend(backend, settings, prepared[backend])
         report["rates"] = collect_rates(settings)
+        report["notes"] = [*report["notes"], *code_change_notes(report)]
     finally:
         if not settings.keep:
             shutil.rmtree(settings.work_dir, ignore_errors=True)

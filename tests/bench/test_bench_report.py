@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 from bench.report import evaluate_targets, markdown
-from bench.run import _same_events
+from bench.run import _same_events, code_change_notes
 from bench.scenarios import AUDIT_QUERY_SCENARIOS
 
 
@@ -115,3 +115,15 @@ def test_a_short_trail_is_called_so_on_the_page() -> None:
     report["targets"] = evaluate_targets(report)
     text = markdown(report)
     assert "a short trail: no audit query is measured on this backend" in text
+
+
+def test_a_backend_whose_servers_started_on_other_code_is_noted() -> None:
+    report = _report({})
+    report["machine"] = {"git_commit": "aaaaaaa", "git_dirty": False}
+    report["backends"]["sqlite"] = {"code": {"git_commit": "aaaaaaa", "git_dirty": False}}
+    report["backends"]["postgresql"]["code"] = {"git_commit": "bbbbbbb", "git_dirty": True}
+    notes = code_change_notes(report)
+    assert len(notes) == 1
+    assert "started at aaaaaaa" in notes[0] and "postgresql servers started at bbbbbbb with uncommitted" in notes[0]
+    report["backends"]["postgresql"]["code"] = {"git_commit": "aaaaaaa", "git_dirty": False}
+    assert code_change_notes(report) == []
