@@ -125,12 +125,14 @@ def cmd_serve(settings: Settings, _args: argparse.Namespace) -> int:
     """Start the HTTP server (on SQLite, migrates the database first)."""
     from server.app import create_app
     from server.db import current_revision, migrate
+    from server.ops.audit_archive import refuse_schedule_without_rights
     from server.serving import serve
 
     if settings.is_sqlite:
         migrate(settings.resolved_database_url)
     elif current_revision(settings.resolved_database_url) is None:
         raise StrongroomError("the database has no schema yet; run `strongroom migrate` first")
+    refuse_schedule_without_rights(settings)
     create_app(settings)  # fail here, with a clear message, if keys are missing or unsafe
     print(f"Strongroom serving on http://{settings.host}:{settings.port} (API docs at /schema)", flush=True)
     serve(settings)

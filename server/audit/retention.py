@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, true
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, text, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.audit import trail
@@ -57,7 +57,7 @@ from server.audit.tags import AuditAction
 from server.audit.trail import AuditActor, RequestInfo
 from server.db import write_transaction
 from server.domain.base import utc_now
-from server.errors import Conflict, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 HOLD_ENTITY = "legal_hold"  # the entity of the policy_change events that place and release holds
 ARCHIVE_DIR_NAME = "audit-archive"
@@ -360,6 +360,26 @@ def _ensure_directory(directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
 
 
+# Recording an archive and deleting the events it covers: on PostgreSQL the schema owner's rights, which the runtime
+# role (strongroom_app: INSERT and SELECT on the audit tables) does not have.
+_ARCHIVE_RIGHTS = text(
+    "SELECT has_table_privilege('audit_archives', 'INSERT') AND has_table_privilege('audit_events', 'DELETE') "
+    "AND has_table_privilege('audit_event_fields', 'DELETE') AND has_table_privilege('audit_event_subjects', 'DELETE')")
+ARCHIVE_NEEDS_OWNER = (
+    "this database login may not archive audit events: on PostgreSQL only the schema owner may record an archive "
+    "and delete the events it covers (the runtime role inserts and reads audit events, nothing more). Archive as "
+    "the owner: the Helm chart's auditArchive CronJob, the Ansible role's archive timer, or `strongroom audit "
+    "archive` with the owner's URL (docs/deployment.md#commands-as-the-schema-owner)")
+
+
+async def may_archive(session: AsyncSession) -> bool:
+    """Whether this session's database login may archive (always on SQLite, which has no roles)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    async with session.begin():
+        return bool((await session.execute(_ARCHIVE_RIGHTS)).scalar_one())
+
+
 async def archive_expired(session: AsyncSession, *, signing_key: Ed25519PrivateKey, directory: Path,
                           retention_days: int, actor: AuditActor, max_events: int = 1_000_000,
                           sink: Path | None = None, now: datetime | None = None) -> AsyncIterator[ArchiveResult |
@@ -368,9 +388,12 @@ async def archive_expired(session: AsyncSession, *, signing_key: Ed25519PrivateK
     that found nothing more to do (why it stopped). Call outside a transaction.
 
     Raises:
-        DBAPIError: If the database refuses (a hold placed meanwhile, a concurrent run, or a role without the
-            schema owner's rights on PostgreSQL); the file written is then left unreferenced.
+        Forbidden: The database login lacks the schema owner's rights (checked before anything is written).
+        DBAPIError: If the database refuses (a hold placed meanwhile, a concurrent run); the file written is then
+            left unreferenced.
     """
+    if not await may_archive(session):
+        raise Forbidden(ARCHIVE_NEEDS_OWNER)
     _ensure_directory(directory)
     cutoff = expiry_cutoff(retention_days, now)
     await seal_pending(session)

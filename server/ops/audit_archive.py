@@ -3,8 +3,9 @@
 At each due time it does what ``strongroom audit archive`` does: every expired event that no legal hold keeps
 is written to a verifiable archive file with its checkpoint, then leaves the database, and the archiving is
 itself an audit event. Every worker process runs the loop; a lock file and a record of the last due time run,
-both in the archive directory, let exactly one of them archive each time. Failures (on PostgreSQL, a database
-role without the schema owner's rights) are logged and retried at the next due time.
+both in the archive directory, let exactly one of them archive each time. Failures are logged and retried at the
+next due time. A schedule that can never succeed, on PostgreSQL a login without the schema owner's rights (the
+runtime role), stops ``strongroom serve`` before it starts (:func:`refuse_schedule_without_rights`).
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from server.audit import retention
 from server.audit.store import load_or_create_audit_key
 from server.config import Settings
 from server.db import create_engine, create_session_factory
+from server.errors import StrongroomError
 from server.ops.backup.schedule import run_schedule
 from server.security.principal import system_principal
 from server.services.records import actor_of
 
-__all__ = ["run_archive_schedule", "run_scheduled_archive"]
+__all__ = ["refuse_schedule_without_rights", "run_archive_schedule", "run_scheduled_archive"]
 
 log = structlog.get_logger("strongroom.audit")
 
@@ -62,3 +64,25 @@ async def run_archive_schedule(
     directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
     await run_schedule("audit_archive", settings.audit_archive_schedule, directory, settings, job=job, clock=clock,
                        sleep=sleep, tz=tz)
+
+
+def refuse_schedule_without_rights(settings: Settings) -> None:
+    """Raise if ``STRONGROOM_AUDIT_ARCHIVE_SCHEDULE`` is on but the database login may not archive.
+
+    Raises:
+        StrongroomError: The schedule would fail at every due time; the message says how to archive instead.
+    """
+    if settings.audit_archive_schedule == "off":
+        return
+
+    async def check() -> bool:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            async with create_session_factory(engine)() as session:
+                return await retention.may_archive(session)
+        finally:
+            await engine.dispose()
+
+    if not asyncio.run(check()):
+        raise StrongroomError(f"STRONGROOM_AUDIT_ARCHIVE_SCHEDULE is set, but {retention.ARCHIVE_NEEDS_OWNER}; "
+                              "leave the schedule `off` on this server")

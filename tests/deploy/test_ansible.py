@@ -469,6 +469,8 @@ def fx_deployment(
         "strongroom_tls_self_signed": True,
         "strongroom_nginx_validate": False,  # no nginx package here; checked below with nginx -t if present
         "strongroom_db_backend": backend,
+        "strongroom_audit_archive_enabled": True,
+        "strongroom_audit_archive_credential": str(root / "etc/credstore/strongroom-owner-database-url"),
     }
     built = sorted((fx_workspace / "controller-build").glob("strongroom-*.whl"))
     if built:  # the first scenario's build: this one takes the strongroom_wheel_src path instead
@@ -558,7 +560,7 @@ def test_config_is_valid_for_strongroom(fx_deployment: Deployment) -> None:
     assert str(settings.resolved_backup_dir) == fx_deployment.variables["strongroom_backup_dir"]
     if fx_deployment.backend == "postgresql":
         # The server logs in as the runtime role; the owner's login is on no file of the host (migrate got it
-        # on standard input).
+        # on standard input) except the audit archive job's root-only credential (checked in its own test).
         url = urllib.parse.urlsplit(settings.resolved_database_url)
         assert url.scheme == "postgresql+asyncpg"
         assert url.username == fx_deployment.variables["strongroom_postgresql_runtime_user"]
@@ -566,9 +568,11 @@ def test_config_is_valid_for_strongroom(fx_deployment: Deployment) -> None:
             "strongroom_postgresql_runtime_password"]
         assert url.path == "/" + fx_deployment.variables["strongroom_postgresql_db"]
         owner_password = fx_deployment.variables["strongroom_postgresql_password"].encode()
+        credential = Path(fx_deployment.variables["strongroom_audit_archive_credential"])
+        assert credential.is_file()
         for directory in ("etc", "var"):
             for path in (fx_deployment.root / directory).rglob("*"):
-                if path.is_file():
+                if path.is_file() and path != credential:
                     content = path.read_bytes()
                     assert owner_password not in content, path
                     assert urllib.parse.quote(owner_password, safe="").encode() not in content, path
@@ -603,13 +607,61 @@ def test_backup_service_and_timer(fx_deployment: Deployment) -> None:
     assert timer["Install"]["WantedBy"] == ["timers.target"]
 
 
+def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_deployment: Deployment) -> None:
+    """The timer's unit archives with the schema owner's rights on PostgreSQL (the runtime role in config.toml
+    may not), from a credential only root reads on disk; the command it runs works as the service user."""
+    systemd_dir = fx_deployment.path("strongroom_systemd_dir")
+    unit = _parse_unit(systemd_dir / "strongroom-audit-archive.service")["Service"]
+    assert unit["Type"] == ["oneshot"] and unit["User"] == [SERVICE_USER]
+    assert unit["Environment"] == [f"STRONGROOM_CONFIG={fx_deployment.path('strongroom_etc_dir')}/config.toml"]
+    timer = _parse_unit(systemd_dir / "strongroom-audit-archive.timer")
+    assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == ["timers.target"]
+    strongroom = fx_deployment.path("strongroom_prefix") / "venv" / "bin" / "strongroom"
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("STRONGROOM_")}
+    environment["STRONGROOM_CONFIG"] = unit["Environment"][0].split("=", 1)[1]
+    credential = Path(fx_deployment.variables["strongroom_audit_archive_credential"])
+    if fx_deployment.backend == "sqlite":
+        assert unit["ExecStart"] == [f"{strongroom} audit archive"]
+        assert "LoadCredential" not in unit and not credential.exists()
+        command = [str(strongroom), "audit", "archive"]
+    else:
+        assert unit["LoadCredential"] == [f"owner-database-url:{credential}"]
+        assert _owner(credential) == ("root", "root", 0o600)
+        assert _owner(credential.parent) == ("root", "root", 0o700)
+        variables = fx_deployment.variables
+        assert credential.read_text() == (
+            f"postgresql+asyncpg://{variables['strongroom_postgresql_user']}:"
+            f"{urllib.parse.quote(variables['strongroom_postgresql_password'], safe='')}@"
+            f"{variables['strongroom_postgresql_host']}:{variables['strongroom_postgresql_port']}/"
+            f"{variables['strongroom_postgresql_db']}")
+        # What systemd does: the credential copied where the unit (and only it) reads it.
+        credentials = Path(tempfile.mkdtemp(dir=fx_deployment.root))  # a path the service user can reach
+        shutil.copy(credential, credentials / "owner-database-url")
+        shutil.chown(credentials / "owner-database-url", SERVICE_USER, SERVICE_USER)
+        shutil.chown(credentials, SERVICE_USER, SERVICE_USER)
+        environment["CREDENTIALS_DIRECTORY"] = str(credentials)
+        (exec_start,) = unit["ExecStart"]
+        command = shlex.split(exec_start.replace("$$", "$"))
+        # Without the credential, as config.toml's runtime login, the same command is refused before it writes.
+        refused = subprocess.run(["runuser", "-u", SERVICE_USER, "--", str(strongroom), "audit", "archive"],
+                                 env={k: v for k, v in environment.items() if k != "CREDENTIALS_DIRECTORY"},
+                                 capture_output=True, text=True, timeout=300, check=False)
+        assert refused.returncode == 1 and "only the schema owner may record an archive" in refused.stderr
+    result = subprocess.run(["runuser", "-u", SERVICE_USER, "--", *command], env=environment, capture_output=True,
+                            text=True, timeout=300, check=False,
+                            cwd=fx_deployment.variables["strongroom_data_dir"])
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "nothing more to archive" in result.stdout
+
+
 def test_units_pass_systemd_analyze_verify(fx_deployment: Deployment) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed: the unit files were checked by parsing only")
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     units = [str(systemd_dir / name) for name in ("strongroom.service", "strongroom-backup.service",
-                                                   "strongroom-backup.timer")]
+                                                   "strongroom-backup.timer", "strongroom-audit-archive.service",
+                                                   "strongroom-audit-archive.timer")]
     result = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60,
                             check=False)
     # Without systemd as PID 1 some environments print notes about the missing manager; errors in *our*

@@ -43,7 +43,8 @@ APP_UID = 10001
 # Paths a Strongroom container may write to; everything else is the read-only image. The keys dir is
 # writable only for the init container that installs the key files (see _helpers.tpl).
 # Writable: scratch space, backups and the erasure ledger (every erasure appends to it).
-WRITABLE_PATHS = {"/tmp", "/var/lib/strongroom", "/backups", "/var/lib/strongroom-ledger"}
+WRITABLE_PATHS = {"/tmp", "/var/lib/strongroom", "/backups", "/var/lib/strongroom-ledger",
+                  "/var/lib/strongroom-audit"}
 KEYS_DIR = "/etc/strongroom/keys"
 SECRET_STAGING_DIR = "/run/strongroom/keyring-secret"
 
@@ -59,6 +60,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"database": {"port": 6432, "cidrs": ["10.20.30.0/24", "10.20.31.7/32"]}},
         "backup": {"persistence": {"existingClaim": "crm-backups"}, "timeZone": "Europe/Berlin"},
         "erasureLedger": {"existingClaim": "crm-erasure-ledger"},
+        "auditFiles": {"existingClaim": "crm-audit-files"},
         "serviceAccount": {"create": False, "name": "crm-runtime"},
     },
     "hpa": {
@@ -82,6 +84,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             ],
             "tls": {"enabled": True, "secretName": "crm-example-tls"},
         },
+    },
+    "audit-archive": {
+        "auditArchive": {"enabled": True, "schedule": "15 4 * * 0", "timeZone": "Asia/Shanghai"},
+        "auditFiles": {"existingClaim": "crm-audit-files"},
+        "config": {"log_level": "INFO", "audit_retention_days": 2190, "audit_archive_max_events": 500000},
     },
     "single-replica-minimal": {
         "replicaCount": 1,
@@ -307,7 +314,8 @@ def database_logins(objects: list[dict[str, Any]], values: dict[str, Any]) -> di
 
 @pytest.mark.parametrize("set_name", VALUE_SETS)
 def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> None:
-    """The owner can disable the audit triggers: the server and the backup job log in as the runtime role."""
+    """The owner can disable the audit triggers: the server and the backup job log in as the runtime role; only the
+    migration hook and the audit archive job (which deletes archived events) as the owner."""
     values = VALUE_SETS[set_name]
     logins = database_logins(render(set_name), values)
     expected = {f"Deployment/{RELEASE}/strongroom": "runtime"}
@@ -315,6 +323,8 @@ def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> N
         expected[f"Job/{RELEASE}-migrate/migrate"] = "owner"
     if values.get("backup", {}).get("enabled", True):
         expected[f"CronJob/{RELEASE}-backup/backup"] = "runtime"
+    if values.get("auditArchive", {}).get("enabled", False):
+        expected[f"CronJob/{RELEASE}-audit-archive/audit-archive"] = "owner"
     assert logins == expected
 
 
@@ -527,6 +537,64 @@ def test_backup_cronjob_writes_to_a_kept_volume() -> None:
     spec = one(external, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert {"name": "backups", "persistentVolumeClaim": {"claimName": "crm-backups"}} in spec["volumes"]
     assert {"name": "erasure-ledger", "persistentVolumeClaim": {"claimName": "crm-erasure-ledger"}} in spec["volumes"]
+
+
+def _mounted_claim(spec: dict[str, Any], container: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
+    """The claim mounted at ``path`` in ``container`` of pod ``spec``, and the mount."""
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == path)
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return volume["persistentVolumeClaim"]["claimName"], mount
+
+
+def test_audit_files_live_on_a_kept_claim_every_pod_shares() -> None:
+    """The checkpoint sink and the archive directory outlive the pods; the servers append checkpoints there, the
+    backup job reads it (read-only)."""
+    objects = render("defaults")
+    env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    sink = Path(env["STRONGROOM_AUDIT_CHECKPOINT_SINK"]["value"])
+    archive = Path(env["STRONGROOM_AUDIT_ARCHIVE_DIR"]["value"])
+    assert sink.parent == archive.parent == Path("/var/lib/strongroom-audit")
+    specs = pod_specs(objects)
+    server = specs[f"Deployment/{RELEASE}"]
+    claim, mount = _mounted_claim(server, server["containers"][0], str(sink.parent))
+    assert mount.get("readOnly") is not True
+    pvc = next(pvc for pvc in by_kind(objects, "PersistentVolumeClaim") if pvc["metadata"]["name"] == claim)
+    assert pvc["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    backup = specs[f"CronJob/{RELEASE}-backup"]
+    assert _mounted_claim(backup, backup["containers"][0], str(sink.parent)) == (
+        claim, {"name": mount["name"], "mountPath": str(sink.parent), "readOnly": True})
+    # Off by default: nothing leaves the database until the operator chooses a retention.
+    assert f"CronJob/{RELEASE}-audit-archive" not in specs
+
+
+def test_audit_archive_job_runs_as_the_owner_onto_the_audit_claim(tmp_path: Path) -> None:
+    values = VALUE_SETS["audit-archive"]
+    objects = render("audit-archive")
+    # An existing claim is used, not created.
+    assert not [pvc for pvc in by_kind(objects, "PersistentVolumeClaim") if "audit" in pvc["metadata"]["name"]]
+    cronjob = next(c for c in by_kind(objects, "CronJob") if c["metadata"]["name"] == f"{RELEASE}-audit-archive")
+    assert cronjob["spec"]["schedule"] == "15 4 * * 0"
+    assert cronjob["spec"]["timeZone"] == "Asia/Shanghai"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] + container["args"] == ["strongroom", "audit", "archive"]
+    env = env_of(container)
+    archive_dir = env["STRONGROOM_AUDIT_ARCHIVE_DIR"]["value"]
+    claim, mount = _mounted_claim(spec, container, str(Path(archive_dir).parent))
+    assert claim == "crm-audit-files" and mount.get("readOnly") is not True
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {KEYS_DIR}  # it signs the archive's checkpoint
+    # The retention it applies is the rendered settings file's, and the application accepts that file.
+    config = tomllib.loads(one(objects, "ConfigMap")["data"]["strongroom.toml"])
+    assert config["audit_retention_days"] == values["config"]["audit_retention_days"]
+    # Long names stay within a CronJob's 52 characters.
+    with helm.Chart.load(CHART_DIR) as loaded:
+        long = loaded.render(values, name="x" * 53, namespace=NAMESPACE, is_install=True)
+    names = [doc["metadata"]["name"] for path, text in long.items() if path.endswith(".yaml")
+             for doc in yaml.safe_load_all(text) if doc and doc.get("kind") == "CronJob"]
+    archive_jobs = [name for name in names if name.endswith("-audit-archive")]
+    assert archive_jobs and all(len(name) <= 52 for name in archive_jobs)
 
 
 def test_autoscaling_owns_the_replica_count() -> None:

@@ -23,13 +23,14 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
-from server.audit import retention, store
+from server.audit import retention, store, trail
 from server.audit.canonical import decode_event
 from server.audit.merkle import leaf_hash, root_hash, verify_inclusion
 from server.audit.models import AuditArchive, AuditCheckpoint, AuditCompactRange, AuditEventRecord
 from server.audit.sealer import seal_pending
-from server.config import Settings
-from server.db import migrate, write_transaction
+from server.audit.tags import AuditAction
+from server.config import Settings, load_settings
+from server.db import create_engine, create_session_factory, migrate, write_transaction
 from server.domain.base import utc_now
 from server.ops.audit_archive import run_scheduled_archive
 from server.security.principal import system_principal
@@ -501,3 +502,81 @@ async def test_the_servers_archive_schedule_archives_like_the_command(fx_archive
     assert decode_event(bytes(recorded))["actor_name"] == "audit schedule"
     report = await _verify(api)
     assert report.ok, report
+
+
+def _runtime_login_url(owner_url: str, role: str) -> str:
+    """``owner_url`` logged in as ``role`` instead (trust authentication: no password)."""
+    scheme, rest = owner_url.split("://", 1)
+    return f"{scheme}://{role}@{rest.split('@', 1)[1]}"
+
+
+def test_archiving_as_the_runtime_role_is_refused_before_anything_is_written(
+        fx_archive_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from server.cli import main
+    from server.errors import Forbidden, StrongroomError
+    from server.ops.audit_archive import refuse_schedule_without_rights
+
+    scheduled = {"data_dir": str(tmp_path), "keys_dir": str(fx_archive_settings.resolved_keys_dir),
+                 "log_level": "WARNING", "audit_archive_schedule": "daily 03:00"}
+    owner_url = fx_archive_settings.resolved_database_url
+    # The owner (and SQLite, which has no roles) may archive: a schedule is accepted.
+    refuse_schedule_without_rights(load_settings({}, database_url=owner_url, **scheduled))
+    if fx_archive_settings.is_sqlite:
+        return
+    role = f"strongroom_runtime_{secrets.token_hex(3)}"
+    _admin_sql(f"CREATE ROLE {role} LOGIN IN ROLE strongroom_app")
+    try:
+        runtime = load_settings({}, database_url=_runtime_login_url(owner_url, role), **scheduled)
+        with pytest.raises(StrongroomError, match="schema owner"):
+            refuse_schedule_without_rights(runtime)
+        refuse_schedule_without_rights(load_settings({}, database_url=runtime.resolved_database_url,
+                                                         **{**scheduled, "audit_archive_schedule": "off"}))
+        for name, value in (("STRONGROOM_DATA_DIR", runtime.data_dir),
+                            ("STRONGROOM_DATABASE_URL", runtime.resolved_database_url),
+                            ("STRONGROOM_KEYS_DIR", str(runtime.resolved_keys_dir)),
+                            ("STRONGROOM_AUDIT_ARCHIVE_SCHEDULE", "daily 03:00"), ("STRONGROOM_LOG_LEVEL", "WARNING")):
+            monkeypatch.setenv(name, value)
+        assert main(["serve"]) == 1
+        assert "STRONGROOM_AUDIT_ARCHIVE_SCHEDULE is set, but this database login may not archive" in \
+            capsys.readouterr().err
+
+        async def archive_as_runtime() -> tuple[int, int]:
+            owner_engine = create_engine(owner_url)
+            try:  # events the owner could archive, so that only the login's rights stand in the way
+                async with create_session_factory(owner_engine)() as session:
+                    for _ in range(3):
+                        async with session.begin():
+                            await trail.record(session, action=AuditAction.LOGIN, actor=actor_of(system_principal(
+                                "test")))
+                    await seal_pending(session)
+                    async with session.begin():
+                        plan = await retention.plan_archive(session, cutoff=utc_now() + FUTURE, max_events=1000)
+                    assert plan.events > 0
+            finally:
+                await owner_engine.dispose()
+            engine = create_engine(runtime.resolved_database_url)
+            try:
+                async with create_session_factory(engine)() as session:
+                    async with session.begin():
+                        checkpoints = (await session.execute(select(func.count()).select_from(AuditCheckpoint))
+                                       ).scalar_one()
+                    with pytest.raises(Forbidden, match="schema owner"):
+                        async for _ in retention.archive_expired(
+                                session, signing_key=store.load_or_create_audit_key(
+                                    Path(runtime.resolved_keys_dir), create=False), directory=tmp_path / "archive",
+                                retention_days=1, actor=actor_of(system_principal("test")),
+                                now=utc_now() + FUTURE):
+                            pass
+                    async with session.begin():
+                        after = (await session.execute(select(func.count()).select_from(AuditCheckpoint))
+                                 ).scalar_one()
+                    return checkpoints, after
+            finally:
+                await engine.dispose()
+
+        before, after = asyncio.run(archive_as_runtime())
+        assert after == before  # no checkpoint signed
+        assert not (tmp_path / "archive").exists()  # no file written
+    finally:
+        _admin_sql(f"DROP ROLE IF EXISTS {role}")

@@ -82,6 +82,17 @@ app.kubernetes.io/part-of: strongroom
 {{- .Values.erasureLedger.existingClaim | default (printf "%s-erasure-ledger" (include "strongroom.fullname" .)) }}
 {{- end }}
 
+{{- define "strongroom.auditFilesClaimName" -}}
+{{- .Values.auditFiles.existingClaim | default (printf "%s-audit-files" (include "strongroom.fullname" .)) }}
+{{- end }}
+
+{{/* The audit files volume (server and archive job: read-write; backup job: read-only). */}}
+{{- define "strongroom.auditFilesVolume" -}}
+- name: audit-files
+  persistentVolumeClaim:
+    claimName: {{ include "strongroom.auditFilesClaimName" . }}
+{{- end }}
+
 {{/* The erasure ledger volume (server: read-write; backup job: read-only). */}}
 {{- define "strongroom.ledgerVolume" -}}
 - name: erasure-ledger
@@ -139,6 +150,10 @@ strongroom_app, which cannot alter or delete audit events, nor disable the trigg
   value: {{ $root.Values.keyring.mountPath | quote }}
 - name: STRONGROOM_ERASURE_LEDGER_PATH
   value: {{ printf "%s/erasure-ledger.jsonl" $root.Values.erasureLedger.mountPath | quote }}
+- name: STRONGROOM_AUDIT_CHECKPOINT_SINK
+  value: {{ printf "%s/checkpoints.log" $root.Values.auditFiles.mountPath | quote }}
+- name: STRONGROOM_AUDIT_ARCHIVE_DIR
+  value: {{ printf "%s/archive" $root.Values.auditFiles.mountPath | quote }}
 - name: STRONGROOM_DATABASE_URL
   valueFrom:
     secretKeyRef:
