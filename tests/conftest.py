@@ -200,3 +200,20 @@ async def fx_customer(fx_api: Api, fx_headers: dict[str, str]) -> dict[str, Any]
 @pytest.fixture(name="fx_hasher", scope="session")
 def fx_hasher() -> PasswordHasher:
     return PasswordHasher()
+
+
+def strongroom_cli(monkeypatch: pytest.MonkeyPatch, settings: Settings, *argv: str,
+                   environ: dict[str, str] | None = None) -> int:
+    """``strongroom ARGV`` as the console script runs it, configured (through the environment) like ``settings``,
+    plus ``environ``; returns the exit code."""
+    from server.cli import main
+    from server.security.crypto import KEYRING_ENV
+
+    monkeypatch.delenv(KEYRING_ENV, raising=False)
+    monkeypatch.delenv("STRONGROOM_CONFIG", raising=False)
+    for name, value in (("DATA_DIR", settings.data_dir), ("KEYS_DIR", str(settings.resolved_keys_dir)),
+                        ("DATABASE_URL", settings.resolved_database_url), ("LOG_LEVEL", "WARNING")):
+        monkeypatch.setenv(f"STRONGROOM_{name}", value)
+    for name, value in (environ or {}).items():
+        monkeypatch.setenv(name, value)
+    return main(list(argv))

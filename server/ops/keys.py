@@ -5,7 +5,9 @@ All three run online, beside serving processes, in short transactions:
 * ``rotate_kek`` adds a KEK version to the keyring file (under its lock; other processes pick the new file up
   when they next create a DEK, and when they meet a DEK wrapped under a version they do not hold) and rewraps
   every DEK wrapped under an older version, in batches, until none is left. Run again with
-  ``add_version=False`` to finish a rotation that was interrupted.
+  ``add_version=False`` to finish a rotation that was interrupted. Where hosts hold *copies* of the keyring,
+  rotation takes two steps: the provider's ``stage_kek_version`` adds the version without making it current,
+  the copies are replaced, and ``rotate_kek(to_version=...)`` activates it and rewraps.
 * ``reencrypt`` gives every data subject whose active DEK is older than the job's cutoff a new DEK and
   reseals all its values (the old DEK is kept, ``retired``: audit events and backups still hold values under
   it); then it seals every value still outside its subject's active DEK (plaintext from before encryption was
@@ -130,13 +132,23 @@ async def _record_key_event(sessions: Sessions, reason: str, after: dict[str, An
 
 @dataclass(frozen=True, slots=True)
 class RotateResult:
-    """What a KEK rotation did."""
+    """What a KEK rotation did.
+
+    Attributes:
+        kek_version: The version every DEK is rewrapped onto (current at the end).
+        added_version: A new version was added and made current by this run.
+        activated_staged: A staged version was made current by this run.
+        rewrapped: DEKs rewrapped by this run.
+        remaining: DEKs still under an older version at the end.
+        seconds: Time spent rewrapping.
+    """
 
     kek_version: int
     added_version: bool
     rewrapped: int
     remaining: int
     seconds: float
+    activated_staged: bool = False
 
     @property
     def rate(self) -> float:
@@ -156,10 +168,15 @@ async def rotate_kek(
     cipher: FieldCipher,
     *,
     add_version: bool = True,
+    to_version: int | None = None,
     batch_size: int = 500,
     progress: JobProgress | None = None,
 ) -> RotateResult:
-    """Add a KEK version (unless ``add_version`` is False) and rewrap every DEK wrapped under an older one.
+    """Make a KEK version current and rewrap every DEK wrapped under an older one.
+
+    The version is, in order of precedence: ``to_version`` (a staged version, activated now; the current
+    version itself resumes), a new one (``add_version``, the default), or the current one (``add_version=False``
+    finishes an interrupted rotation).
 
     Each batch locks its DEK rows (``FOR UPDATE`` on PostgreSQL, the write lock on SQLite), rewraps them under
     the current KEK and commits, so serving processes keep sealing and opening throughout. Passes repeat until
@@ -168,11 +185,16 @@ async def rotate_kek(
 
     Raises:
         KeyringError: The keyring cannot be rotated here (it comes from the environment: rotate the file the
-            secret was made from, then update the secret).
+            secret was made from, then update the secret); ``to_version`` is not held or older than the current
+            version; ``add_version`` while a staged version waits to be activated.
     """
     progress = progress or NullProgress()
     provider = cipher.provider
-    if add_version:
+    activated = False
+    if to_version is not None:
+        activated = provider.activate_kek_version(to_version)
+        version, add_version = to_version, False
+    elif add_version:
         version = provider.add_kek_version()
     else:
         cipher.refresh_keyring()
@@ -218,8 +240,9 @@ async def rotate_kek(
             progress.advance(len(rows))
     remaining = await _count_stale(sessions, version)
     await _record_key_event(sessions, "KEK rotation", {"kek_version": version, "added_version": add_version,
+                                                       "activated_staged_version": activated,
                                                        "rewrapped": rewrapped, "remaining": remaining})
-    return RotateResult(version, add_version, rewrapped, remaining, time.perf_counter() - started)
+    return RotateResult(version, add_version, rewrapped, remaining, time.perf_counter() - started, activated)
 
 
 # ---------------------------------------------------------------------------------------------- DEK rotation
@@ -490,7 +513,7 @@ class KeyStatus:
 
     Attributes:
         current_kek_version: The KEK version new DEKs are wrapped under.
-        keyring_kek_versions: KEK versions the keyring holds.
+        keyring_kek_versions: KEK versions the keyring holds (older, current and staged ones).
         deks_per_kek_version: Wrapped (not destroyed) DEKs per KEK version.
         deks_per_state: DEKs per state (active, retired, destroyed).
         values_per_generation: Stored values per DEK generation and state, e.g. ``"generation 2 (active)"``;
@@ -505,11 +528,42 @@ class KeyStatus:
     values_per_generation: dict[str, int]
     open_job: dict[str, Any] | None
 
+    @property
+    def older_kek_versions(self) -> tuple[int, ...]:
+        """Held versions older than the current one (they still unwrap DEKs and backups not rewrapped yet)."""
+        return tuple(version for version in self.keyring_kek_versions if version < self.current_kek_version)
+
+    @property
+    def staged_kek_versions(self) -> tuple[int, ...]:
+        """Held versions newer than the current one: they unwrap, but nothing new is wrapped under them."""
+        return tuple(version for version in self.keyring_kek_versions if version > self.current_kek_version)
+
+    def _kek_lines(self) -> list[str]:
+        def listed(versions: Sequence[int]) -> str:
+            return ", ".join(map(str, versions)) or "none"
+
+        out = [f"KEK: current version {self.current_kek_version}; older versions held: "
+               f"{listed(self.older_kek_versions)}; staged (held, not current): {listed(self.staged_kek_versions)}"]
+        for version in self.staged_kek_versions:
+            out.append(f"KEK version {version} is staged: once every copy of this keyring holds it, run "
+                       f"`strongroom keys rotate --to-version {version}`")
+        in_use = {version: count for version, count in self.deks_per_kek_version.items() if count}
+        missing = sorted(set(in_use) - set(self.keyring_kek_versions))
+        if missing:
+            out.append(f"warning: {sum(in_use[v] for v in missing)} DEKs are wrapped under KEK version(s) "
+                       f"{listed(missing)}, which this keyring does not hold: their values are undecryptable with "
+                       "it; install the keyring they were rotated with")
+        activated_elsewhere = sorted(set(in_use) & set(self.staged_kek_versions))
+        if activated_elsewhere:
+            out.append(f"warning: {sum(in_use[v] for v in activated_elsewhere)} DEKs are wrapped under KEK "
+                       f"version(s) {listed(activated_elsewhere)}, which this keyring holds only as staged: another "
+                       "copy made it current; replace this copy with that keyring")
+        return out
+
     def lines(self) -> list[str]:
         """Human-readable report."""
         out = [
-            f"KEK: current version {self.current_kek_version}; keyring holds versions "
-            f"{', '.join(map(str, self.keyring_kek_versions))}",
+            *self._kek_lines(),
             "DEKs per KEK version: " + (", ".join(
                 f"v{version}: {count}" for version, count in sorted(self.deks_per_kek_version.items())) or "none"),
             "DEKs per state: " + (", ".join(

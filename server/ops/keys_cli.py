@@ -1,4 +1,4 @@
-"""``strongroom keys init|rotate|reencrypt|status|reapply-ledger``.
+"""``strongroom keys init|add-version|rotate|reencrypt|status|reapply-ledger``.
 
 ``add_key_commands(commands)`` registers them on the ``strongroom`` parser's subparsers. Handlers take
 ``(settings, args)`` and return an exit code, like the other commands.
@@ -10,12 +10,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings
 from server.security.crypto import CryptoError
+
+if TYPE_CHECKING:
+    from server.ops.keys import RotateResult
 
 __all__ = ["add_key_commands", "cmd_keys"]
 
@@ -45,10 +48,22 @@ def _with_database(settings: Settings, work: Callable[[async_sessionmaker[AsyncS
     return asyncio.run(run())
 
 
+def _rotation_summary(rotated: RotateResult) -> str:
+    if rotated.added_version:
+        verb = "added KEK version"
+    elif rotated.activated_staged:
+        verb = "activated staged KEK version"
+    else:
+        verb = "KEK version"
+    return (f"{verb} {rotated.kek_version}; rewrapped {rotated.rewrapped} DEKs in {rotated.seconds:.1f}s "
+            f"({rotated.rate:.0f}/s)")
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    """Create the keyring, rotate KEKs or DEKs, report key status, re-apply erasures after a restore."""
+    """Create the keyring, stage and activate KEK versions, rotate KEKs or DEKs, report key status, re-apply
+    erasures after a restore."""
     from server.ops import keys
-    from server.security.field_cipher import ensure_keyring, keyring_path
+    from server.security.field_cipher import ensure_keyring, key_provider, keyring_path
 
     action = args.keys_command
     try:
@@ -62,13 +77,23 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             status = _with_database(settings, keys.key_status)
             keys.print_lines(status.lines())
             return EXIT_OK
+        if action == "add-version":
+            provider = key_provider(settings)
+            version = provider.stage_kek_version()
+            print(f"staged KEK version {version} in {keyring_path(settings)}: held, not current; nothing is "
+                  "wrapped under it yet")
+            print(f"next: replace every copy of this keyring (other hosts, the Kubernetes Secret) and restart "
+                  f"or roll them, then run `strongroom keys rotate --to-version {version}`")
+            return EXIT_OK
         if action == "rotate":
             with keys.rich_progress() as progress:
                 rotated = _with_database(settings, lambda sessions, cipher: keys.rotate_kek(
-                    sessions, cipher, add_version=not args.resume, batch_size=args.batch_size, progress=progress))
-            verb = "added KEK version" if rotated.added_version else "KEK version"
-            print(f"{verb} {rotated.kek_version}; rewrapped {rotated.rewrapped} DEKs "
-                  f"in {rotated.seconds:.1f}s ({rotated.rate:.0f}/s)")
+                    sessions, cipher, add_version=not args.resume, to_version=args.to_version,
+                    batch_size=args.batch_size, progress=progress))
+            print(_rotation_summary(rotated))
+            if args.to_version is not None:
+                print(f"KEK version {rotated.kek_version} is now current in {keyring_path(settings)}: replace every "
+                      "copy of the keyring with this file again, so every host wraps new DEKs under it")
             if rotated.remaining:
                 return _fail(f"{rotated.remaining} DEKs still under an older KEK; run `strongroom keys rotate "
                              "--resume`")
@@ -103,18 +128,26 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_key_commands(commands: Any) -> None:
-    """Register ``keys`` (init, rotate, reencrypt, status, reapply-ledger) on ``commands``.
+    """Register ``keys`` (init, add-version, rotate, reencrypt, status, reapply-ledger) on ``commands``.
 
     Args:
         commands: The ``argparse`` subparsers object of the ``strongroom`` parser.
     """
-    keys = commands.add_parser("keys", help="column-encryption keys: init, rotate, reencrypt, status")
+    keys = commands.add_parser("keys", help="column-encryption keys: init, add-version, rotate, reencrypt, status")
     keys.set_defaults(handler=cmd_keys)
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     actions.add_parser("init", help="create the keyring file (0600) if absent; never overwrites")
-    rotate = actions.add_parser("rotate", help="add a KEK version and rewrap every DEK (online)")
-    rotate.add_argument("--resume", action="store_true",
+    actions.add_parser(
+        "add-version", help="stage a new KEK version in the keyring file without making it current (step 1 of a "
+        "rotation with copied keyrings)")
+    rotate = actions.add_parser("rotate", help="add a KEK version, or activate a staged one, and rewrap every DEK "
+                                "(online)")
+    target = rotate.add_mutually_exclusive_group()
+    target.add_argument("--resume", action="store_true",
                         help="no new KEK version: finish rewrapping DEKs still under an older one")
+    target.add_argument("--to-version", type=int, metavar="N",
+                        help="make the staged KEK version N (from `keys add-version`) current instead of adding one, "
+                        "then rewrap onto it; N already current resumes")
     rotate.add_argument("--batch-size", type=int, default=500, help="DEKs per transaction (default 500)")
     reencrypt = actions.add_parser(
         "reencrypt", help="give every customer a new DEK and reseal its values (online, resumable)")

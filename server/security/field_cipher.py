@@ -90,6 +90,7 @@ __all__ = [
     "FieldCipher",
     "Unreadable",
     "ensure_keyring",
+    "key_provider",
     "keyring_path",
     "parse_extra_fields",
 ]
@@ -199,6 +200,18 @@ def ensure_keyring(settings: Settings) -> bool:
             return False
         raise
     return True
+
+
+def key_provider(settings: Settings, environ: Mapping[str, str] | None = None) -> FileKeyProvider | EnvKeyProvider:
+    """The deployment's key provider: ``STRONGROOM_KEYRING`` if set and non-empty, else the keyring file.
+
+    Raises:
+        KeyringError: Missing, unsafe or malformed keyring; the message names the variable or the path.
+    """
+    env = os.environ if environ is None else environ
+    if env.get(KEYRING_ENV, "").strip():
+        return EnvKeyProvider(env)
+    return FileKeyProvider(keyring_path(settings))
 
 
 def _check_keyring_file(path: Path) -> None:
@@ -344,6 +357,7 @@ class FieldCipher:
         self._confirmed: dict[uuid.UUID, int] = {}
         self._ledger_stamp = self._ledger_file_stamp()
         self._ledger_error_stamp: tuple[int, int, int] | None = None
+        self._reported_missing_keks: set[int] = set()
 
     @classmethod
     def from_settings(
@@ -369,14 +383,12 @@ class FieldCipher:
         env = os.environ if environ is None else environ
         if extra_encrypted is None:
             extra_encrypted = parse_extra_fields(env.get(EXTRA_FIELDS_ENV))
-        path = keyring_path(settings)
-        provider: FileKeyProvider | EnvKeyProvider
         try:
-            provider = EnvKeyProvider(env) if env.get(KEYRING_ENV, "").strip() else FileKeyProvider(path)
+            provider = key_provider(settings, env)
         except KeyringError as error:
             if env.get(KEYRING_ENV, "").strip():
                 raise ValueError(str(error)) from None
-            _raise_keyring_problem(path, error)
+            _raise_keyring_problem(keyring_path(settings), error)
         keyring = provider.keyring
         ledger = ErasureLedger(settings.resolved_erasure_ledger_path, keyring.ledger_key, keyring.suite)
         return cls(
@@ -592,9 +604,22 @@ class FieldCipher:
         except UnknownKey:
             pass
         try:
-            return self._cache.add_wrapped(WrappedDek.from_bytes(wrapped))
-        except CryptoError:
+            wrapped_dek = WrappedDek.from_bytes(wrapped)
+            return self._cache.add_wrapped(wrapped_dek)
+        except UnknownKey:
+            self._report_missing_kek(wrapped_dek.kek_version)
             return None  # opening reports it as undecryptable
+        except CryptoError:
+            return None
+
+    def _report_missing_kek(self, kek_version: int) -> None:
+        """Say once per version that this process's keyring lacks a KEK version some DEKs are wrapped under."""
+        if kek_version in self._reported_missing_keks:
+            return
+        self._reported_missing_keks.add(kek_version)
+        log.warning("the keyring lacks a KEK version that data keys are wrapped under; values sealed under those "
+                    "keys are undecryptable in this process until its keyring copy is replaced with the current one",
+                    kek_version=kek_version, held_versions=list(self._provider.kek_versions()))
 
     def open_field(self, entity: EntitySpec, record: Any, name: str) -> str | Unreadable | None:
         """The plaintext of ``record.<name>``, None, or ``Unreadable``. Never raises on stored data.

@@ -13,7 +13,10 @@ JSON form (the keyring file, or the base64 payload of ``STRONGROOM_KEYRING``)::
       "ledger_key": "<base64 32 bytes>"
     }
 
-KEK versions only ever grow; an old version stays until every DEK has been rewrapped off it.
+KEK versions only ever grow; an old version stays until every DEK has been rewrapped off it. A version above
+``current_kek_version`` is *staged*: held, so this keyring unwraps DEKs wrapped under it, but nothing new is wrapped
+under it until it is activated. Staging needs no field of its own, so a keyring holding a staged version is still a
+version 1 document that earlier releases load (they simply keep wrapping under the current version).
 The blind-index root key never rotates in place: every blind index would have to be recomputed.
 """
 
@@ -128,11 +131,62 @@ class Keyring:
         """All KEK versions held, oldest first."""
         return tuple(self._keks)
 
-    def add_kek_version(self) -> int:
-        """Add a fresh KEK and make it current; older versions stay for unwrapping. Returns the new version."""
+    def staged_kek_versions(self) -> tuple[int, ...]:
+        """KEK versions held but not current yet (newer than the current one), oldest first."""
+        return tuple(version for version in self._keks if version > self._current)
+
+    def stage_kek_version(self) -> int:
+        """Add a fresh KEK without making it current: it unwraps, nothing is wrapped under it yet.
+
+        Copies of the keyring can then be brought up to date before any DEK depends on the new version.
+
+        Returns:
+            The new version.
+
+        Raises:
+            KeyringError: A staged version is already waiting to be activated (one at a time, so that the copy
+                distributed is the one activated).
+        """
+        staged = self.staged_kek_versions()
+        if staged:
+            raise KeyringError(
+                f"KEK version {staged[0]} is already staged (held, not current): activate it with "
+                f"`strongroom keys rotate --to-version {staged[0]}`"
+            )
         version = max(self._keks) + 1
         self._keks[version] = Kek(version, os.urandom(KEY_BYTES), self._suite)
+        return version
+
+    def activate_kek_version(self, version: int) -> bool:
+        """Make a held KEK version current, so new wraps and rewraps use it.
+
+        Returns:
+            True if ``version`` became current now, False if it already was.
+
+        Raises:
+            KeyringError: ``version`` is not in the keyring, or is older than the current version.
+        """
+        if version not in self._keks:
+            held = ", ".join(map(str, self._keks))
+            raise KeyringError(f"KEK version {version} is not in the keyring (it holds {held})")
+        if version < self._current:
+            raise KeyringError(
+                f"KEK version {version} is older than the current version {self._current}; KEK versions only move "
+                "forward"
+            )
+        if version == self._current:
+            return False
         self._current = version
+        return True
+
+    def add_kek_version(self) -> int:
+        """Add a fresh KEK and make it current; older versions stay for unwrapping. Returns the new version.
+
+        Raises:
+            KeyringError: A staged version is waiting (see ``stage_kek_version``).
+        """
+        version = self.stage_kek_version()
+        self.activate_kek_version(version)
         return version
 
     def remove_kek_version(self, version: int) -> None:

@@ -4,8 +4,10 @@
 (``FileKeyProvider``) or from the environment (``EnvKeyProvider``). A provider that keeps KEKs elsewhere
 implements the same methods remotely:
 
-* Vault Transit: ``wrap_dek`` -> ``transit/encrypt/<key>`` with the DEK id as context, ``unwrap_dek`` ->
-  ``transit/decrypt``, ``add_kek_version`` -> ``transit/keys/<key>/rotate``, ``rewrap`` -> ``transit/rewrap``.
+* Vault Transit: ``wrap_dek`` -> ``transit/encrypt/<key>`` with the DEK id as context and the current version
+  as ``key_version``, ``unwrap_dek`` -> ``transit/decrypt``, ``stage_kek_version`` -> ``transit/keys/<key>/rotate``
+  (the provider keeps encrypting under the version it calls current until ``activate_kek_version``),
+  ``rewrap`` -> ``transit/rewrap``.
 * A cloud KMS: Encrypt / Decrypt / ReEncrypt with the DEK id and KEK version as encryption context.
 * An HSM over PKCS#11: ``C_WrapKey`` / ``C_UnwrapKey`` with an AES-GCM (or SM4) mechanism and the AAD.
 
@@ -21,9 +23,9 @@ import contextlib
 import fcntl
 import os
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 
 from server.security.crypto.datakeys import DataKey, WrappedDek
 from server.security.crypto.errors import KeyringError, UnknownKey
@@ -43,6 +45,7 @@ __all__ = [
 KEYRING_ENV = "STRONGROOM_KEYRING"
 _FILE_MODE = 0o600
 _MAX_KEYRING_BYTES = 1 << 20
+_T = TypeVar("_T")
 
 
 @runtime_checkable
@@ -76,6 +79,14 @@ class KeyProvider(Protocol):
 
     def add_kek_version(self) -> int:
         """Create a new KEK version, make it current and return it."""
+        ...
+
+    def stage_kek_version(self) -> int:
+        """Create a new KEK version that unwraps but is not current yet, and return it."""
+        ...
+
+    def activate_kek_version(self, version: int) -> bool:
+        """Make a held, newer KEK version current; False if it already was."""
         ...
 
 
@@ -222,18 +233,31 @@ class FileKeyProvider:
 
     def add_kek_version(self) -> int:
         """Add a KEK version to the file and make it current. Returns the new version."""
-        with self._locked():
-            keyring = load_keyring_file(self._path)
-            version = keyring.add_kek_version()
-            self._replace(keyring)
-        return version
+        return self._change(Keyring.add_kek_version)
+
+    def stage_kek_version(self) -> int:
+        """Add a KEK version to the file without making it current (see ``Keyring.stage_kek_version``)."""
+        return self._change(Keyring.stage_kek_version)
+
+    def activate_kek_version(self, version: int) -> bool:
+        """Make a staged KEK version current in the file (see ``Keyring.activate_kek_version``)."""
+        return self._change(lambda keyring: keyring.activate_kek_version(version))
 
     def remove_kek_version(self, version: int) -> None:
         """Remove an old KEK version from the file, once no DEK is wrapped under it."""
+        self._change(lambda keyring: keyring.remove_kek_version(version))
+
+    def _change(self, change: Callable[[Keyring], _T]) -> _T:
+        """Apply ``change`` to the file's keyring under the lock; write it back atomically if it changed."""
         with self._locked():
             keyring = load_keyring_file(self._path)
-            keyring.remove_kek_version(version)
-            self._replace(keyring)
+            before = keyring.to_json()
+            result = change(keyring)
+            if keyring.to_json() != before:
+                self._replace(keyring)
+            else:
+                self._keyring = keyring
+        return result
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -322,7 +346,27 @@ class EnvKeyProvider:
         Raises:
             KeyringError: Always.
         """
-        raise KeyringError(
-            f"the keyring in {KEYRING_ENV} is read-only: rotate a keyring file, then update the secret with "
-            "keyring_env_value()"
-        )
+        raise _read_only()
+
+    def stage_kek_version(self) -> int:
+        """Not possible here (see ``add_kek_version``).
+
+        Raises:
+            KeyringError: Always.
+        """
+        raise _read_only()
+
+    def activate_kek_version(self, version: int) -> bool:
+        """Not possible here (see ``add_kek_version``).
+
+        Raises:
+            KeyringError: Always.
+        """
+        raise _read_only()
+
+
+def _read_only() -> KeyringError:
+    return KeyringError(
+        f"the keyring in {KEYRING_ENV} is read-only: rotate a keyring file, then update the secret with "
+        "keyring_env_value()"
+    )

@@ -10,13 +10,15 @@ import asyncio
 import os
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.config import Settings, load_settings
@@ -26,9 +28,11 @@ from server.domain.customers.fields import CUSTOMER
 from server.domain.customers.models import Customer
 from server.domain.service_records.fields import SERVICE_RECORD
 from server.domain.service_records.models import ServiceRecord
+from server.security.data_keys import DataKeyRow
 from server.security.field_cipher import FieldCipher, ensure_keyring
 from server.security.identity import User
 
+_T = TypeVar("_T")
 POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -43,11 +47,11 @@ def _postgres(statement: str) -> None:
     asyncio.run(run())
 
 
-@pytest.fixture(scope="session", name="fx_crypto_url")
-def fx_crypto_url(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A private, migrated database on the backend of ``fx_database_url``."""
-    if fx_database_url.startswith("sqlite"):
-        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('crypto') / 'crypto.db'}"
+@contextmanager
+def private_database(backend_url: str, directory: Path) -> Iterator[str]:
+    """A new migrated database on the backend of ``backend_url`` (a SQLite file in ``directory``), dropped after."""
+    if backend_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{directory / 'crypto.db'}"
         migrate(url)
         yield url
         return
@@ -60,6 +64,13 @@ def fx_crypto_url(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory
         yield url
     finally:
         _postgres(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session", name="fx_crypto_url")
+def fx_crypto_url(fx_database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A private, migrated database on the backend of ``fx_database_url``."""
+    with private_database(fx_database_url, tmp_path_factory.mktemp("crypto")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session", name="fx_crypto_settings")
@@ -144,6 +155,14 @@ class Crm:
                                           .order_by(Contact.id))).scalars().all()
         return list(rows)
 
+    async def kek_versions_in_use(self) -> dict[int, int]:
+        """Wrapped (not destroyed) DEKs per KEK version."""
+        async with self.sessions() as session:
+            rows = (await session.execute(select(DataKeyRow.kek_version, func.count())
+                                          .where(DataKeyRow.wrapped.is_not(None))
+                                          .group_by(DataKeyRow.kek_version))).all()
+        return {int(version): int(count) for version, count in rows}
+
     async def opened(self, contact_ids: list[uuid.UUID], *, cipher: FieldCipher | None = None,
                      names: tuple[str, ...] = ("email", "phone", "mobile", "address", "national_id"),
                      ) -> dict[uuid.UUID, dict[str, Any]]:
@@ -153,6 +172,36 @@ class Crm:
             rows = list((await session.execute(select(Contact).where(Contact.id.in_(contact_ids)))).scalars())
             await cipher.prepare(session, rows, CONTACT)
         return {row.id: {name: cipher.open_field(CONTACT, row, name) for name in names} for row in rows}
+
+
+async def beside_traffic(
+    job: Callable[[], Awaitable[_T]], *steps: Callable[[], Awaitable[None]]
+) -> tuple[_T, list[int]]:
+    """Run ``job`` while each of ``steps`` (a write, a read ...) repeats beside it, as serving processes would.
+
+    Returns:
+        What ``job`` returned, and per step how many times it completed while ``job`` ran.
+    """
+    stop = asyncio.Event()
+    completed = [0] * len(steps)
+    job_running = False
+
+    async def repeat(index: int, step: Callable[[], Awaitable[None]]) -> None:
+        while not stop.is_set():
+            await step()
+            if job_running:
+                completed[index] += 1
+            await asyncio.sleep(0)
+
+    workers = [asyncio.create_task(repeat(index, step)) for index, step in enumerate(steps)]
+    try:
+        await asyncio.sleep(0.05)
+        job_running = True
+        result = await job()
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    return result, completed
 
 
 @pytest.fixture(scope="session", name="fx_crm")

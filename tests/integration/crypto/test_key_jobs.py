@@ -19,15 +19,7 @@ from server.security.crypto import SEALED_PREFIX
 from server.security.data_keys import DataKeyRow, DekState, KeyJob
 from server.security.field_cipher import FieldCipher, Unreadable
 
-from .conftest import Crm, new_cipher
-
-
-async def _kek_versions_in_use(crm: Crm) -> dict[int, int]:
-    async with crm.sessions() as session:
-        rows = (await session.execute(select(DataKeyRow.kek_version, func.count())
-                                      .where(DataKeyRow.wrapped.is_not(None))
-                                      .group_by(DataKeyRow.kek_version))).all()
-    return {int(version): int(count) for version, count in rows}
+from .conftest import Crm, beside_traffic, new_cipher
 
 
 async def test_kek_rotation_under_concurrent_seal_and_open_loses_nothing(fx_crm: Crm) -> None:
@@ -38,43 +30,28 @@ async def test_kek_rotation_under_concurrent_seal_and_open_loses_nothing(fx_crm:
             contact = await fx_crm.contact(customer.id)
             expected[contact.id] = str(fx_crm.cipher.open_field(CONTACT, contact, "email"))
     writer_cipher, reader_cipher, rotator = (new_cipher(fx_crm.settings) for _ in range(3))
-    stop = asyncio.Event()
     failures: list[str] = []
-    writes: list[uuid.UUID] = []
-    reads: list[int] = []
 
     async def write() -> None:
-        while not stop.is_set():
-            customer = await fx_crm.customer(cipher=writer_cipher)  # a new subject: a new DEK, wrapped now
-            email = f"during.rotation.{uuid.uuid4().hex[:8]}@example.com"
-            contact = await fx_crm.contact(customer.id, cipher=writer_cipher, email=email)
-            expected[contact.id] = email
-            writes.append(contact.id)
+        customer = await fx_crm.customer(cipher=writer_cipher)  # a new subject: a new DEK, wrapped now
+        email = f"during.rotation.{uuid.uuid4().hex[:8]}@example.com"
+        contact = await fx_crm.contact(customer.id, cipher=writer_cipher, email=email)
+        expected[contact.id] = email
 
     async def read() -> None:
-        while not stop.is_set():
-            ids = list(expected)
-            for contact_id, values in (await fx_crm.opened(ids, cipher=reader_cipher, names=("email",))).items():
-                if values["email"] != expected[contact_id]:
-                    failures.append(f"{contact_id}: {values['email']!r}")
-            reads.append(len(ids))
-            await asyncio.sleep(0)
+        ids = list(expected)
+        for contact_id, values in (await fx_crm.opened(ids, cipher=reader_cipher, names=("email",))).items():
+            if values["email"] != expected[contact_id]:
+                failures.append(f"{contact_id}: {values['email']!r}")
 
-    workers = [asyncio.create_task(write()), asyncio.create_task(read())]
-    try:
-        await asyncio.sleep(0.05)
-        writes.clear()
-        reads.clear()
-        result = await keys.rotate_kek(fx_crm.sessions, rotator, batch_size=4)
-    finally:
-        stop.set()
-        await asyncio.gather(*workers)
+    result, (writes, reads) = await beside_traffic(
+        lambda: keys.rotate_kek(fx_crm.sessions, rotator, batch_size=4), write, read)
     assert not failures
     assert writes and reads, "the writer and the reader must have run during the rotation"
     assert result.rewrapped >= len(customers)
     # Writers that wrapped under the old version after the last pass are picked up by a resumed rotation.
     await keys.rotate_kek(fx_crm.sessions, rotator, add_version=False)
-    assert set(await _kek_versions_in_use(fx_crm)) == {result.kek_version}
+    assert set(await fx_crm.kek_versions_in_use()) == {result.kek_version}
     fresh = new_cipher(fx_crm.settings)
     opened = await fx_crm.opened(list(expected), cipher=fresh, names=("email",))
     assert {contact_id: values["email"] for contact_id, values in opened.items()} == expected
@@ -193,5 +170,6 @@ async def test_key_jobs_are_audit_events(fx_crm: Crm) -> None:
     assert events[0]["after"]["kek_version"] == rotated.kek_version
     assert events[2]["after"]["values_resealed"] > 0
     # Counts and versions, never key material.
-    assert set(events[0]["after"]) == {"kek_version", "added_version", "rewrapped", "remaining"}
+    assert set(events[0]["after"]) == {"kek_version", "added_version", "activated_staged_version", "rewrapped",
+                                       "remaining"}
     assert set(events[2]["after"]) == {"job", "subjects", "values_resealed", "values_unreadable", "unreadable_subjects"}

@@ -105,6 +105,49 @@ def test_rotation_rewraps_under_the_new_kek(keyring: Keyring) -> None:
         keyring.remove_kek_version(2)
 
 
+def test_a_staged_version_unwraps_but_nothing_is_wrapped_under_it(keyring: Keyring) -> None:
+    dek, old = keyring.new_dek()
+    assert keyring.stage_kek_version() == 2
+    assert keyring.current_kek_version() == 1
+    assert keyring.kek_versions() == (1, 2)
+    assert keyring.staged_kek_versions() == (2,)
+    assert keyring.new_dek()[1].kek_version == 1  # new DEKs still go under the current version
+    assert keyring.rewrap(old) is old
+    under_staged = keyring.wrap_dek(dek, 2)  # as a host that already activated it would wrap
+    assert keyring.unwrap_dek(under_staged).key == dek.key
+
+
+def test_activating_a_staged_version_switches_wraps_and_rewraps(keyring: Keyring) -> None:
+    dek, old = keyring.new_dek()
+    version = keyring.stage_kek_version()
+    assert keyring.activate_kek_version(version) is True
+    assert keyring.current_kek_version() == version
+    assert keyring.staged_kek_versions() == ()
+    assert keyring.new_dek()[1].kek_version == version
+    new = keyring.rewrap(old)
+    assert new.kek_version == version and keyring.unwrap_dek(new).key == dek.key
+    assert keyring.unwrap_dek(old).key == dek.key
+    assert keyring.activate_kek_version(version) is False  # already current: nothing to do
+
+
+def test_activation_refuses_unknown_and_older_versions(keyring: Keyring) -> None:
+    keyring.add_kek_version()
+    with pytest.raises(KeyringError, match=r"KEK version 5 is not in the keyring \(it holds 1, 2\)"):
+        keyring.activate_kek_version(5)
+    with pytest.raises(KeyringError, match="older than the current version 2"):
+        keyring.activate_kek_version(1)
+    assert keyring.current_kek_version() == 2
+
+
+def test_one_staged_version_at_a_time(keyring: Keyring) -> None:
+    keyring.stage_kek_version()
+    for attempt in (keyring.stage_kek_version, keyring.add_kek_version):
+        with pytest.raises(KeyringError, match=r"version 2 is already staged.*--to-version 2"):
+            attempt()
+    assert keyring.kek_versions() == (1, 2)
+    assert keyring.current_kek_version() == 1
+
+
 def test_wrap_under_a_named_version(keyring: Keyring) -> None:
     keyring.add_kek_version()
     dek = DataKey.generate(keyring.suite)

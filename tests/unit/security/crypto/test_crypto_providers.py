@@ -12,6 +12,7 @@ import pytest
 
 from server.security.crypto import (
     KEYRING_ENV,
+    DataKey,
     EnvKeyProvider,
     FileKeyProvider,
     KeyProvider,
@@ -127,6 +128,70 @@ def test_rotation_through_the_file_is_seen_by_another_process(keyring_path: Path
     assert second.current_kek_version() == 2
 
 
+def test_staging_through_the_file_keeps_the_current_version(keyring_path: Path) -> None:
+    staging = create_keyring_file(keyring_path)
+    other = FileKeyProvider(keyring_path)  # another process on the same file, loaded before the staging
+    assert staging.stage_kek_version() == 2
+    assert stat.S_IMODE(keyring_path.stat().st_mode) == 0o600
+    reloaded = FileKeyProvider(keyring_path)
+    assert (reloaded.kek_versions(), reloaded.current_kek_version()) == ((1, 2), 1)
+    assert staging.wrap_dek(DataKey.generate(staging.suite)).kek_version == 1
+    dek = DataKey.generate(staging.suite)
+    assert other.unwrap_dek(staging.wrap_dek(dek, 2)).key == dek.key  # re-reads the file for the newer version
+    assert other.current_kek_version() == 1
+    with pytest.raises(KeyringError, match="already staged"):
+        staging.stage_kek_version()
+    assert staging.activate_kek_version(2) is True
+    assert FileKeyProvider(keyring_path).current_kek_version() == 2
+    before = keyring_path.stat()
+    assert staging.activate_kek_version(2) is False
+    after = keyring_path.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)  # not rewritten
+
+
+def test_activation_refusals_leave_the_file_alone(keyring_path: Path) -> None:
+    provider = create_keyring_file(keyring_path)
+    provider.add_kek_version()
+    content = keyring_path.read_bytes()
+    with pytest.raises(KeyringError, match="not in the keyring"):
+        provider.activate_kek_version(3)
+    with pytest.raises(KeyringError, match="older than the current version 2"):
+        provider.activate_kek_version(1)
+    assert keyring_path.read_bytes() == content
+    assert provider.current_kek_version() == 2
+
+
+# A keyring file as releases before KEK staging wrote it (fixed test keys, never used elsewhere).
+_OLD_FORMAT_KEYRING = """{
+  "format": "strongroom-keyring",
+  "version": 1,
+  "suite": "aes-256-gcm+hmac-sha256",
+  "current_kek_version": 2,
+  "keks": {
+    "1": "AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=",
+    "2": "AgICAgICAgICAgICAgICAgICAgICAgICAgICAgICAgI="
+  },
+  "blind_index_root_key": "AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM=",
+  "backup_key": "BAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQ=",
+  "ledger_key": "BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQU="
+}
+"""
+
+
+def test_an_old_format_keyring_file_loads_unchanged(keyring_path: Path) -> None:
+    _write_private(keyring_path, _OLD_FORMAT_KEYRING)
+    provider = FileKeyProvider(keyring_path)
+    assert (provider.kek_versions(), provider.current_kek_version()) == ((1, 2), 2)
+    assert provider.keyring.staged_kek_versions() == ()
+    assert provider.keyring.backup_key == bytes([4]) * 32
+    assert json.loads(provider.keyring.to_json()) == json.loads(_OLD_FORMAT_KEYRING)
+    assert provider.stage_kek_version() == 3
+    # Staging adds no field: the file is still a document every earlier release loads.
+    staged = json.loads(keyring_path.read_text())
+    assert set(staged) == set(json.loads(_OLD_FORMAT_KEYRING))
+    assert (staged["version"], staged["current_kek_version"], sorted(staged["keks"])) == (1, 2, ["1", "2", "3"])
+
+
 def test_rewrap_and_retire_through_the_file(keyring_path: Path) -> None:
     provider = create_keyring_file(keyring_path)
     dek = provider.keyring.new_dek()[0]
@@ -180,6 +245,10 @@ def test_env_provider_is_read_only() -> None:
     provider = EnvKeyProvider({KEYRING_ENV: keyring_env_value(Keyring.generate())})
     with pytest.raises(KeyringError, match="read-only"):
         provider.add_kek_version()
+    with pytest.raises(KeyringError, match="read-only"):
+        provider.stage_kek_version()
+    with pytest.raises(KeyringError, match="read-only"):
+        provider.activate_kek_version(1)
 
 
 def test_env_provider_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
