@@ -180,7 +180,7 @@ class Settings:
         _backup_schedule, "off",
         "When `strongroom serve` itself archives expired audit events (`strongroom audit archive`): `off`, "
         "`hourly :MM`, `daily HH:MM` or `weekly DAY HH:MM`, server local time. Needs the schema owner's rights on "
-        "PostgreSQL; put the archive directory on storage that is backed up (archives are the only copy).",
+        "PostgreSQL. An archive is the only copy of its events until the next `strongroom backup create` copies it.",
     )
 
     # --- Backups and the erasure ledger (issue 6; server/ops/backup) --------------------------------------

@@ -2,8 +2,9 @@
 
 ``add_backup_commands(commands)`` registers them on the ``strongroom`` parser's subparsers. Exit codes: 0 done
 (verify: the backup is good), 1 the backup is bad or cannot be restored here (altered, truncated, newer schema,
-another backup key), 2 usage or I/O (missing file, keys or tools, unreachable database, missing privilege).
-Progress goes to standard error; the result to standard output.
+another backup key; an audit archive file that could not be copied, or put back), 2 usage or I/O (missing file,
+keys or tools, unreachable database, missing privilege). Progress goes to standard error; the result to standard
+output.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import SQLAlchemyError
 
 from server.config import Settings
-from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
+from server.ops.backup.errors import ArchivesUnprotected, BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.progress import BackupProgress, SilentProgress, StderrProgress, format_bytes
 
 __all__ = ["add_backup_commands", "cmd_backup"]
@@ -51,6 +52,10 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     print(f"backup {created.path} ({format_bytes(manifest.size)}, sha256 {manifest.sha256})")
     print(f"manifest {created.manifest_path}: {manifest.database}, schema {manifest.schema_revision}, audit head "
           f"{head.seq if head else 'none'}, backup key {manifest.key_id}")
+    archives = created.archives
+    print(f"audit archives: {len(archives.copied)} copied, encrypted"
+          + "".join(f" ({copy.path.name})" for copy in archives.copied)
+          + f"; {len(archives.already_copied)} copied by earlier backups")
     if args.prune:
         return _prune(settings, argparse.Namespace(**{**vars(args), "dir": str(created.path.parent),
                                                      "dry_run": False}))
@@ -58,13 +63,21 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
+    from server.ops.backup.archive_recovery import is_archive_copy, verify_archive_copy
     from server.ops.backup.verify import verify_backup
 
+    if is_archive_copy(args.file):
+        copy = _run(lambda: verify_archive_copy(settings, args.file, progress=_progress(args)))
+        archive = copy.manifest
+        print(f"archive copy OK: {copy.path.name}: checksum and manifest match; decrypts to audit archive "
+              f"{archive.archive} (events {archive.first_seq}..{archive.last_seq}, sha256 {archive.archive_sha256})")
+        return EXIT_OK
     scratch = Path(args.scratch_dir) if args.scratch_dir else None
     report = _run(lambda: verify_backup(settings, args.file, progress=_progress(args), scratch_dir=scratch))
     print(f"backup OK: {report.backup.name}: checksum, manifest and schema {report.manifest.schema_revision} match; "
           f"{report.trail_detail}" + (f"; {report.pending_sealed} pending events sealed in the scratch copy"
-                                      if report.pending_sealed else ""))
+                                      if report.pending_sealed else "")
+          + f"; {len(report.archives_verified)} audit archive copies verified")
     return EXIT_OK
 
 
@@ -89,6 +102,14 @@ def _restore(settings: Settings, args: argparse.Namespace) -> int:
               "unreadable until the keyring from the backup's time is restored", file=sys.stderr)
         status = EXIT_BAD
     print(("audit trail intact: " if report.trail_ok else "AUDIT TRAIL BROKEN: ") + report.trail_detail)
+    archives = report.archives
+    print(f"audit archives: {len(archives.restored)} put back from their copies, {len(archives.present)} already "
+          "in place")
+    if archives.not_restored:
+        print("strongroom: warning: audit archive(s) "
+              f"{', '.join(str(number) for number, _why in archives.not_restored)} NOT put back: "
+              f"{archives.not_restored_summary()}", file=sys.stderr)
+        status = EXIT_BAD
     return status if report.trail_ok else EXIT_BAD
 
 
@@ -115,7 +136,8 @@ def _prune(settings: Settings, args: argparse.Namespace) -> int:
     for path, why in result.skipped:
         print(f"skipped {path.name}: {why}", file=sys.stderr)
     print(f"{len(result.kept)} kept, {len(result.deleted)} {verb}"
-          f" (policy: {policy.daily} daily, {policy.weekly} weekly, {policy.monthly} monthly)")
+          f" (policy: {policy.daily} daily, {policy.weekly} weekly, {policy.monthly} monthly); "
+          f"{len(result.archive_copies)} audit archive copies kept (never pruned)")
     return EXIT_OK
 
 
@@ -128,6 +150,9 @@ def cmd_backup(settings: Settings, args: argparse.Namespace) -> int:
     """Create, verify, restore or prune encrypted backups."""
     try:
         return _ACTIONS[args.backup_command](settings, args)
+    except ArchivesUnprotected as error:
+        print(f"strongroom: AUDIT ARCHIVES NOT PROTECTED: {error}", file=sys.stderr)
+        return EXIT_BAD
     except BackupInvalid as error:
         print(f"strongroom: BACKUP BAD: {error}", file=sys.stderr)
         return EXIT_BAD
@@ -161,7 +186,8 @@ def add_backup_commands(commands: Any) -> None:
         return parser
 
     create = common(actions.add_parser(
-        "create", help="snapshot the running database, encrypt it with the keyring's backup key, write a manifest"))
+        "create", help="snapshot the running database, encrypt it with the keyring's backup key, write a manifest; "
+                       "copy (encrypted) every audit archive file not copied yet"))
     create.add_argument("--out", help="directory to write to (default STRONGROOM_BACKUP_DIR, <data_dir>/backups)")
     create.add_argument("--prune", action="store_true",
                         help="afterwards, apply the retention policy (STRONGROOM_BACKUP_KEEP_*) to that directory")
@@ -169,16 +195,17 @@ def add_backup_commands(commands: Any) -> None:
 
     verify = common(actions.add_parser(
         "verify", help="check manifest and checksum, restore into a scratch database, verify schema and audit chain"))
-    verify.add_argument("file", help="the backup file (or its .manifest.json)")
+    verify.add_argument("file", help="the backup file or an audit archive copy (or its .manifest.json)")
     verify.add_argument("--scratch-dir", help="where an SQLite backup is decrypted (default: the temp directory)")
 
     restore = common(actions.add_parser(
         "restore", help="replace the configured database with a backup (stop the server first), migrate, "
-                        "re-apply the erasure ledger"))
+                        "re-apply the erasure ledger, put missing audit archive files back"))
     restore.add_argument("file", help="the backup file (or its .manifest.json)")
     restore.add_argument("--yes", action="store_true", help="confirm: the configured database is replaced")
 
-    prune = common(actions.add_parser("prune", help="delete backups outside the retention policy"))
+    prune = common(actions.add_parser(
+        "prune", help="delete backups outside the retention policy (never audit archive copies)"))
     prune.add_argument("--dir", help="backup directory (default STRONGROOM_BACKUP_DIR, <data_dir>/backups)")
     prune.add_argument("--dry-run", action="store_true", help="only list what would be deleted")
     for period in ("daily", "weekly", "monthly"):

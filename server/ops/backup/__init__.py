@@ -2,14 +2,16 @@
 
 One module per job: ``encryption`` (the streaming AEAD file format), ``manifest`` (the authenticated description
 beside each file), ``sqlite`` and ``postgres`` (each database's snapshot and restore tools), ``create``,
-``verify``, ``restore``, ``prune`` and ``schedule``. The CLI wiring is ``server/ops/backup_cli.py``.
+``verify``, ``restore``, ``prune`` and ``schedule``; ``archive_copies`` (encrypted copies of audit archive files,
+made by ``create``), ``archive_manifest`` (their manifests) and ``archive_recovery`` (their checks in ``verify``
+and their return in ``restore``). The CLI wiring is ``server/ops/backup_cli.py``.
 """
 
 from __future__ import annotations
 
 from server.ops.backup.create import CreatedBackup, create_backup
 from server.ops.backup.encryption import BackupKeys, decrypt_stream, encrypt_stream
-from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
+from server.ops.backup.errors import ArchivesUnprotected, BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.manifest import AuditHead, Manifest, backup_and_manifest, read_manifest
 from server.ops.backup.progress import BackupProgress, SilentProgress, StderrProgress
 from server.ops.backup.prune import PruneResult, RetentionPolicy, prune_backups, select_kept
@@ -18,6 +20,7 @@ from server.ops.backup.schedule import next_due, run_backup_schedule
 from server.ops.backup.verify import VerifyReport, verify_backup
 
 __all__ = [
+    "ArchivesUnprotected",
     "AuditHead",
     "BackupError",
     "BackupInvalid",

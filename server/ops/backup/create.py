@@ -9,6 +9,11 @@ Either way the manifest describes the very state in the backup, whatever was wri
 Events committed but not yet sealed when the snapshot is taken are in the backup as pending events (the
 manifest counts them); a restore seals them. Pending events are sealed just before the snapshot, so normally
 there are few.
+
+Then every audit archive file the database records is protected: those without a copy in the backup directory
+are copied there, encrypted (:mod:`server.ops.backup.archive_copies`). A missing or altered archive file fails
+the command after the database backup was written, which is kept: it is good, and the database must not go
+unprotected because one archive file is damaged.
 """
 
 from __future__ import annotations
@@ -18,22 +23,24 @@ import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from server import __version__
+from server.audit import retention
 from server.audit.sealer import seal_pending
 from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.db import create_engine, create_session_factory
 from server.ops.backup import postgres, sqlite
-from server.ops.backup.encryption import FILE_ID_BYTES, BackupKeys, EncryptedFile, encrypt_stream
-from server.ops.backup.errors import BackupError
+from server.ops.backup.archive_copies import ArchiveProtection, protect_archives, recorded_archives
+from server.ops.backup.encryption import FILE_ID_BYTES, BackupKeys, EncryptedFile
+from server.ops.backup.errors import ArchivesUnprotected, BackupError
 from server.ops.backup.events import record_backup_event, record_backup_event_at
-from server.ops.backup.files import create_private, fsync_directory, prepare_directory
+from server.ops.backup.files import PARTIAL_SUFFIX, encrypt_into, fsync_directory, prepare_directory
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import (
     BACKUP_SUFFIX,
@@ -47,24 +54,15 @@ from server.ops.backup.progress import BackupProgress, SilentProgress
 
 __all__ = ["CreatedBackup", "create_backup", "postgres_state"]
 
-PARTIAL_SUFFIX = ".partial"
-
 
 @dataclass(frozen=True, slots=True)
 class CreatedBackup:
-    """A backup written: the encrypted file, its manifest file and what the manifest says."""
+    """A backup written: the encrypted file, its manifest file, what the manifest says, and the archive copies."""
 
     path: Path
     manifest_path: Path
     manifest: Manifest
-
-
-def _encrypt_into(target: Path, source: IO[bytes], keys: BackupKeys, file_id: bytes,
-                  progress: BackupProgress) -> EncryptedFile:
-    with create_private(target) as handle:
-        encrypted = encrypt_stream(source, handle, keys, file_id=file_id, progress=progress.advance)
-        os.fsync(handle.fileno())
-    return encrypted
+    archives: ArchiveProtection
 
 
 def _sqlite_backup(url: str, partial: Path, keys: BackupKeys, file_id: bytes,
@@ -77,7 +75,7 @@ def _sqlite_backup(url: str, partial: Path, keys: BackupKeys, file_id: bytes,
         state = sqlite.read_state(scratch)
         with scratch.open("rb") as plaintext:
             progress.phase("encrypting", os.fstat(plaintext.fileno()).st_size)
-            encrypted = _encrypt_into(partial, plaintext, keys, file_id, progress)
+            encrypted = encrypt_into(partial, plaintext, keys, file_id, progress)
     finally:
         # The scratch copy is the database in clear: it never outlives this call.
         for leftover in (scratch, scratch.with_name(scratch.name + "-wal"), scratch.with_name(scratch.name + "-shm"),
@@ -117,7 +115,7 @@ async def _postgres_backup(engine: AsyncEngine, url: str, partial: Path, keys: B
 
             def dump_and_encrypt() -> None:
                 postgres.dump(url, snapshot_id,
-                              lambda stream: found.append(_encrypt_into(partial, stream, keys, file_id, progress)))
+                              lambda stream: found.append(encrypt_into(partial, stream, keys, file_id, progress)))
 
             # The exporting transaction stays open until pg_dump is done: its snapshot must stay importable.
             await asyncio.to_thread(dump_and_encrypt)
@@ -138,7 +136,9 @@ async def create_backup(
 ) -> CreatedBackup:
     """Snapshot the configured database, encrypt it with the keyring's backup key and write the manifest.
 
-    Records a ``backup`` audit event in the database (``error`` outcome if the backup failed).
+    Then copies, encrypted, every audit archive file the database records that has no copy in the directory
+    yet (``archive_copies``). Records a ``backup`` audit event in the database (``error`` outcome if the backup
+    failed or an archive could not be copied), naming the archives copied.
 
     Args:
         settings: Name the database, the keys and (without ``out_dir``) the backup directory.
@@ -148,6 +148,8 @@ async def create_backup(
 
     Raises:
         BackupError: No keyring, no database, a missing tool, an unwritable directory; nothing is left behind.
+        ArchivesUnprotected: The database backup was written, but an archive file is missing, altered or
+            unreadable (the other archives were copied).
     """
     progress = progress or SilentProgress()
     keys = keys or load_backup_keys(settings)
@@ -193,13 +195,51 @@ async def create_backup(
                 raise BackupError(f"the database failed during the backup ({type(error).__name__})") from None
             raise
         head = state.audit_head
-        await record_backup_event(
-            sessions, action=AuditAction.BACKUP, file_id=file_id.hex(),
-            reason=f"backup {target.name} created",
-            after={"file": target.name, "sha256": encrypted.sha256, "size": encrypted.size, "database": kind,
-                   "schema_revision": state.schema_revision, "audit_head_seq": head.seq if head else None,
-                   "key_id": keys.key_id},
-        )
-        return CreatedBackup(path=target, manifest_path=manifest_path(target), manifest=manifest)
+        details: dict[str, Any] = {
+            "file": target.name, "sha256": encrypted.sha256, "size": encrypted.size, "database": kind,
+            "schema_revision": state.schema_revision, "audit_head_seq": head.seq if head else None,
+            "key_id": keys.key_id}
+        archives = await _protect_archives(settings, sessions, directory, keys, progress, target.name, file_id)
+        details["archives_copied"] = [copy.manifest.archive for copy in archives.copied]
+        if archives.unprotected:
+            numbers = [number for number, _why in archives.unprotected]
+            await record_backup_event(
+                sessions, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR, file_id=file_id.hex(),
+                reason=f"backup {target.name} created, but audit archive(s) {_listed(numbers)} are not protected: "
+                       f"{archives.unprotected_summary()}",
+                after={**details, "archives_unprotected": numbers})
+            raise ArchivesUnprotected(
+                f"backup {target.name} was written, but audit archive(s) {_listed(numbers)} could not be copied "
+                f"into {directory}: {archives.unprotected_summary()}. Their events may exist nowhere else: put the "
+                "files back from another copy and run the backup again; until then `backup create --prune` and the "
+                "schedule prune nothing (older backups may still hold those events)")
+        await record_backup_event(sessions, action=AuditAction.BACKUP, file_id=file_id.hex(),
+                                  reason=f"backup {target.name} created", after=details)
+        return CreatedBackup(path=target, manifest_path=manifest_path(target), manifest=manifest, archives=archives)
     finally:
         await engine.dispose()
+
+
+def _listed(numbers: list[int]) -> str:
+    return ", ".join(map(str, numbers))
+
+
+async def _protect_archives(settings: Settings, sessions: async_sessionmaker[AsyncSession], directory: Path,
+                            keys: BackupKeys, progress: BackupProgress, backup_name: str,
+                            file_id: bytes) -> ArchiveProtection:
+    """Copy into ``directory`` every archive the live database records that has no copy there yet.
+
+    The live database, read after the snapshot: archive rows are only ever added, so it records every archive
+    the snapshot does, and each of them has a copy once this returns without unprotected archives.
+    """
+    progress.phase("audit archives")
+    try:
+        async with sessions() as session, session.begin():
+            records = await recorded_archives(session)
+    except (SQLAlchemyError, OSError) as error:
+        reason = f"backup {backup_name} created, but the audit archives could not be listed ({type(error).__name__})"
+        await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
+                                     outcome=AuditOutcome.ERROR, reason=reason, file_id=file_id.hex())
+        raise BackupError(reason) from None
+    archive_directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
+    return await asyncio.to_thread(protect_archives, records, archive_directory, directory, keys, progress)

@@ -27,7 +27,7 @@ import os
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import IO, Final
+from typing import IO, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -41,6 +41,8 @@ __all__ = [
     "HEADER_BYTES",
     "BackupKeys",
     "EncryptedFile",
+    "PlaintextSink",
+    "PlaintextSource",
     "decrypt_stream",
     "encrypt_stream",
 ]
@@ -60,6 +62,26 @@ _MIN_CHUNK, _MAX_CHUNK = 4096, 64 << 20
 _MAX_CHUNKS: Final = 1 << 32
 
 Progress = Callable[[int], None]
+
+
+class PlaintextSource(Protocol):
+    """What ``encrypt_stream`` reads: a file, a pipe, or a reader that hashes what passes through it."""
+
+    def read(self, size: int, /) -> bytes:
+        """Up to ``size`` bytes; empty at the end."""
+        ...
+
+
+class PlaintextSink(Protocol):
+    """What ``decrypt_stream`` writes to: a file, a pipe, or a writer that only hashes."""
+
+    def write(self, data: bytes, /) -> object:
+        """Take all of ``data``."""
+        ...
+
+    def flush(self) -> None:
+        """Pass on what is buffered."""
+        ...
 
 
 def _hkdf(key: bytes, *, info: bytes, salt: bytes | None = None, length: int = KEY_BYTES) -> bytes:
@@ -113,7 +135,7 @@ class EncryptedFile:
     plaintext_bytes: int
 
 
-def _read_full(source: IO[bytes], size: int) -> bytes:
+def _read_full(source: PlaintextSource, size: int) -> bytes:
     """Read ``size`` bytes, fewer only at the end of the stream (pipes return short reads)."""
     parts: list[bytes] = []
     wanted = size
@@ -135,7 +157,7 @@ def _chunk_aad(header: bytes, index: int, final: bool) -> bytes:
 
 
 def encrypt_stream(
-    source: IO[bytes],
+    source: PlaintextSource,
     target: IO[bytes],
     keys: BackupKeys,
     *,
@@ -206,7 +228,8 @@ def read_header(source: IO[bytes]) -> tuple[bytes, int, bytes, bytes, bytes]:
     return header, chunk_bytes, file_id, prefix, key_id
 
 
-def decrypt_stream(source: IO[bytes], target: IO[bytes], keys: BackupKeys, *, progress: Progress | None = None) -> int:
+def decrypt_stream(source: IO[bytes], target: PlaintextSink, keys: BackupKeys, *,
+                   progress: Progress | None = None) -> int:
     """Decrypt a backup file into ``target``, authenticating every chunk before writing it.
 
     Args:

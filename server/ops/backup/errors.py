@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["BackupError", "BackupInvalid", "BackupRefused"]
+__all__ = ["ArchivesUnprotected", "BackupError", "BackupInvalid", "BackupRefused"]
 
 
 class BackupError(Exception):
@@ -18,3 +18,8 @@ class BackupInvalid(Exception):
 
 class BackupRefused(Exception):
     """The backup is intact but cannot be restored here, e.g. its schema is newer than this code (exit 1)."""
+
+
+class ArchivesUnprotected(Exception):
+    """The database backup was written, but audit archive files it records could not be copied beside it
+    (missing, altered or unreadable): their events may exist nowhere else (exit 1)."""

@@ -1,4 +1,4 @@
-"""Files of the backup directory: private creation, durable renames, checksums."""
+"""Files of the backup directory: private creation, durable renames, encryption into a new file, checksums."""
 
 from __future__ import annotations
 
@@ -7,12 +7,23 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from server.ops.backup.encryption import BackupKeys, EncryptedFile, PlaintextSink, PlaintextSource, encrypt_stream
 from server.ops.backup.errors import BackupError
 from server.ops.backup.progress import BackupProgress
 
-__all__ = ["create_private", "fsync_directory", "prepare_directory", "sha256_of"]
+__all__ = [
+    "PARTIAL_SUFFIX",
+    "HashingReader",
+    "HashingWriter",
+    "create_private",
+    "encrypt_into",
+    "fsync_directory",
+    "prepare_directory",
+    "sha256_of",
+]
 
 _READ_BYTES = 1 << 20
+PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once complete (prune removes stale ones)
 
 
 def prepare_directory(directory: Path) -> None:
@@ -33,6 +44,61 @@ def create_private(path: Path) -> BinaryIO:
     """A new file (mode 0600, never over an existing one), open for binary writing."""
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     return os.fdopen(descriptor, "wb")
+
+
+def encrypt_into(target: Path, source: PlaintextSource, keys: BackupKeys, file_id: bytes,
+                 progress: BackupProgress) -> EncryptedFile:
+    """Encrypt ``source`` into the new private file ``target`` and fsync it (progress: plaintext bytes)."""
+    with create_private(target) as handle:
+        encrypted = encrypt_stream(source, handle, keys, file_id=file_id, progress=progress.advance)
+        os.fsync(handle.fileno())
+    return encrypted
+
+
+class HashingReader:
+    """Reads from ``source`` and hashes every byte read, so a file is checked in the same pass that uses it."""
+
+    def __init__(self, source: PlaintextSource) -> None:
+        self._source = source
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def read(self, size: int, /) -> bytes:
+        """Read from the source and hash what came."""
+        data = self._source.read(size)
+        self._digest.update(data)
+        self.size += len(data)
+        return data
+
+    def hexdigest(self) -> str:
+        """SHA-256 of everything read so far."""
+        return self._digest.hexdigest()
+
+
+class HashingWriter:
+    """Hashes everything written, and passes it on to ``sink`` if there is one (none: check without a copy)."""
+
+    def __init__(self, sink: PlaintextSink | None = None) -> None:
+        self._sink = sink
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes, /) -> int:
+        """Hash ``data`` and pass it on."""
+        self._digest.update(data)
+        self.size += len(data)
+        if self._sink is not None:
+            self._sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        """Flush the sink."""
+        if self._sink is not None:
+            self._sink.flush()
+
+    def hexdigest(self) -> str:
+        """SHA-256 of everything written so far."""
+        return self._digest.hexdigest()
 
 
 def fsync_directory(directory: Path) -> None:

@@ -8,6 +8,9 @@ Only backups whose manifest authenticates with this keyring's backup key are con
 times come from those manifests (not from file names or modification times, which anyone can change). A file
 that is not such a pair is reported and left alone; so is anything else in the directory, except the
 ``*.partial`` leftovers of an interrupted ``backup create`` older than a day, which are removed.
+
+Copies of audit archive files (:mod:`server.ops.backup.archive_copies`) are never deleted: a newer backup does
+not supersede them, because each holds events that have left the database. They are listed as kept.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ from typing import Final
 
 from server.audit.tags import AuditAction
 from server.config import Settings
-from server.ops.backup.create import PARTIAL_SUFFIX
+from server.ops.backup.archive_copies import authenticated_copies, scan_archive_copies
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.events import record_backup_event_at
-from server.ops.backup.files import fsync_directory
+from server.ops.backup.files import PARTIAL_SUFFIX, fsync_directory
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import BACKUP_SUFFIX, MANIFEST_SUFFIX, manifest_path, read_manifest
 
@@ -59,10 +62,11 @@ class BackupEntry:
 
 @dataclass(slots=True)
 class PruneResult:
-    """What prune kept, deleted (or would delete, on a dry run) and left alone."""
+    """What prune kept, deleted (or would delete, on a dry run) and left alone; archive copies are always kept."""
 
     kept: list[BackupEntry] = field(default_factory=list)
     deleted: list[BackupEntry] = field(default_factory=list)
+    archive_copies: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     removed_partials: list[Path] = field(default_factory=list)
 
@@ -96,9 +100,11 @@ def select_kept(entries: Iterable[BackupEntry], policy: RetentionPolicy) -> set[
 
 
 def scan_backups(directory: Path, keys: BackupKeys) -> tuple[list[BackupEntry], list[tuple[Path, str]]]:
-    """The authenticated backups in ``directory``, and (path, why) for every backup-like file left alone."""
+    """The authenticated database backups in ``directory``, and (path, why) for every backup-like file left alone
+    (archive copies are neither)."""
     entries: list[BackupEntry] = []
     skipped: list[tuple[Path, str]] = []
+    archive_copies = set(scan_archive_copies(directory))
     try:
         names = sorted(path for path in directory.iterdir() if path.is_file())
     except FileNotFoundError:
@@ -110,7 +116,7 @@ def scan_backups(directory: Path, keys: BackupKeys) -> tuple[list[BackupEntry], 
             if not path.with_name(path.name.removesuffix(MANIFEST_SUFFIX)).is_file():
                 skipped.append((path, "manifest without its backup file"))
             continue
-        if not path.name.endswith(BACKUP_SUFFIX):
+        if not path.name.endswith(BACKUP_SUFFIX) or path in archive_copies:
             continue
         try:
             manifest = read_manifest(manifest_path(path), keys)
@@ -154,7 +160,8 @@ async def prune_backups(
     policy = policy or RetentionPolicy.from_settings(settings)
     entries, skipped = scan_backups(directory, keys)
     kept = select_kept(entries, policy)
-    result = PruneResult(skipped=skipped)
+    copies, rejected = authenticated_copies(scan_archive_copies(directory), keys)
+    result = PruneResult(skipped=skipped + rejected, archive_copies=[copy.path for copy in copies])
     for entry in sorted(entries, key=lambda item: item.created_at, reverse=True):
         (result.kept if entry.backup in kept else result.deleted).append(entry)
     result.removed_partials = _stale_partials(directory, time.time())
@@ -173,8 +180,10 @@ async def prune_backups(
     await record_backup_event_at(
         settings.resolved_database_url, action=AuditAction.BACKUP,
         reason=f"backups pruned (keep {policy.daily} daily, {policy.weekly} weekly, {policy.monthly} monthly): "
-               f"{len(result.deleted)} deleted, {len(result.kept)} kept",
+               f"{len(result.deleted)} deleted, {len(result.kept)} kept, {len(result.archive_copies)} audit archive "
+               "copies kept (never pruned)",
         after={"deleted": [entry.backup.name for entry in result.deleted],
-               "kept": [entry.backup.name for entry in result.kept]},
+               "kept": [entry.backup.name for entry in result.kept],
+               "archive_copies_kept": len(result.archive_copies)},
     )
     return result

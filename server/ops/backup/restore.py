@@ -19,6 +19,11 @@ In order:
 5. A ``restore`` audit event; pending events sealed; the chain verified.
 6. The audit checkpoint copy (``audit_checkpoint_sink``) describes the trail that was replaced: it is renamed
    ``<name>.before-restore-<time>`` and kept, so ``audit verify`` judges the restored trail from now on.
+7. Every audit archive the restored database records that is not in the archive directory is put back from
+   its copy beside the backup file, checked against the recorded SHA-256 (``archive_recovery``). An archive
+   without a good copy is reported, not fatal: by then the database has been replaced and brought up to date,
+   and failing would only hide the outcome of the steps before (a restore event of its own says which
+   archives were put back and which were not).
 """
 
 from __future__ import annotations
@@ -34,12 +39,15 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.audit import retention
 from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.db import create_engine, create_session_factory, current_revision, migrate, write_transaction
 from server.domain.customers.models import Customer
 from server.errors import StrongroomError
 from server.ops.backup import postgres, sqlite
+from server.ops.backup.archive_copies import recorded_archives_at
+from server.ops.backup.archive_recovery import ArchivesPutBack, put_back_archives
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.events import record_backup_event, record_backup_event_at
@@ -74,6 +82,7 @@ class RestoreReport:
     trail_detail: str
     missing_kek_versions: dict[int, int]
     archived_checkpoint_sink: Path | None
+    archives: ArchivesPutBack
 
 
 def _restore_sqlite(url: str, backup: Path, manifest: Manifest, keys: BackupKeys, progress: BackupProgress) -> None:
@@ -151,6 +160,26 @@ async def _after_restore(settings: Settings, backup: Path, manifest: Manifest, c
         await engine.dispose()
 
 
+async def _put_back_archives(settings: Settings, backup: Path, manifest: Manifest, keys: BackupKeys,
+                             progress: BackupProgress) -> ArchivesPutBack:
+    """Step 7: every archive the restored database records, back in the archive directory; recorded as an event."""
+    url = settings.resolved_database_url
+    records = await recorded_archives_at(url)
+    directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
+    progress.phase(f"audit archives: {len(records)} recorded, copies from {backup.parent}")
+    archives = await asyncio.to_thread(put_back_archives, records, backup.parent, directory, keys, progress)
+    reason = (f"audit archives after restoring backup {backup.name}: {len(archives.restored)} put back into "
+              f"{directory}, {len(archives.present)} already there")
+    if archives.not_restored:
+        reason += f"; NOT put back: {archives.not_restored_summary()}"
+    await record_backup_event_at(
+        url, action=AuditAction.RESTORE, outcome=AuditOutcome.ERROR if archives.not_restored else AuditOutcome.OK,
+        file_id=manifest.file_id, reason=reason,
+        after={"archives_restored": list(archives.restored), "archives_present": list(archives.present),
+               "archives_not_restored": [number for number, _why in archives.not_restored]})
+    return archives
+
+
 async def restore_backup(
     settings: Settings,
     path: str | Path,
@@ -211,6 +240,7 @@ async def restore_backup(
         progress.phase("sealing pending events and verifying the audit chain")
         sealed, report, missing = await check_restored_database(url, audit_public_key(settings),
                                                                keyring.kek_versions())
+        archives = await _put_back_archives(settings, backup, manifest, keys, progress)
     except (SQLAlchemyError, OSError, StrongroomError) as error:
         what = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) else type(error).__name__
         await record_backup_event_at(url, action=AuditAction.RESTORE, outcome=AuditOutcome.ERROR,
@@ -219,5 +249,6 @@ async def restore_backup(
                           "`strongroom keys reapply-ledger`, then `strongroom audit verify`") from None
     return RestoreReport(backup=backup, manifest=manifest, schema_revision=revision, keys_destroyed_again=destroyed,
                          customers_erased_again=erased, events_sealed=sealed, trail_ok=report.ok,
-                         trail_detail=report.detail, missing_kek_versions=missing, archived_checkpoint_sink=archived)
+                         trail_detail=report.detail, missing_kek_versions=missing, archived_checkpoint_sink=archived,
+                         archives=archives)
 

@@ -1,9 +1,10 @@
 """The backup schedule ``strongroom serve`` runs for the single-server case (``STRONGROOM_BACKUP_SCHEDULE``).
 
-At each due time: ``backup create`` into the backup directory, then ``backup prune``. A failure is logged and the
-loop waits for the next due time; a run that overran later due times skips them. Every worker process runs the
-loop; a lock file and a record of the last due time run, both in the backup directory, let exactly one of them
-take each backup.
+At each due time: ``backup create`` into the backup directory (audit archive files included), then ``backup
+prune``, which is skipped when an archive file could not be copied (older backups may hold its events). A
+failure is logged and the loop waits for the next due time; a run that overran later due times skips them.
+Every worker process runs the loop; a lock file and a record of the last due time run, both in the backup
+directory, let exactly one of them take each backup.
 
 Where a systemd timer or a Kubernetes CronJob takes the backups, leave the schedule ``off``.
 """
@@ -23,7 +24,7 @@ import structlog
 
 from server.config import Settings, backup_schedule_parts
 from server.ops.backup.create import create_backup
-from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
+from server.ops.backup.errors import ArchivesUnprotected, BackupError, BackupInvalid, BackupRefused
 from server.ops.backup.files import prepare_directory
 from server.ops.backup.prune import prune_backups
 
@@ -164,7 +165,7 @@ async def run_schedule(
         except asyncio.CancelledError:
             raise
         # No tracebacks in these logs: an unexpected error's text could quote SQL parameters (personal data).
-        except (BackupError, BackupInvalid, BackupRefused) as error:
+        except (BackupError, BackupInvalid, BackupRefused, ArchivesUnprotected) as error:
             log.error(f"{name}_schedule_failed", due=due.isoformat(), error=str(error))  # noqa: TRY400
         except Exception as error:  # noqa: BLE001 - the schedule outlives a failed run; the next one retries
             log.error(f"{name}_schedule_failed", due=due.isoformat(), error_type=type(error).__name__)  # noqa: TRY400

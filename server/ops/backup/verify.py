@@ -5,7 +5,9 @@ authenticated) into a scratch database (SQLite: a private temporary file; Postgr
 ``strongroom_verify_<random>`` created and dropped on the configured server); the schema revision and audit head
 in the scratch copy against the manifest, and the revision against this code's migrations; pending audit events
 sealed as a restore would; the whole audit chain and the newest signed checkpoint verified with the audit public
-key; and every KEK version the backup's data keys are wrapped under present in this keyring.
+key; every KEK version the backup's data keys are wrapped under present in this keyring; and, for every audit
+archive the backup's database records, a copy in the backup's directory that decrypts to the recorded SHA-256
+(:mod:`server.ops.backup.archive_recovery`): without one, a restore could not put that archive back.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.db import create_engine, create_session_factory
 from server.ops.backup import postgres, sqlite
+from server.ops.backup.archive_copies import ArchiveRecord, recorded_archives_at
+from server.ops.backup.archive_recovery import verify_archive_copies
 from server.ops.backup.create import postgres_state
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
@@ -51,13 +55,14 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class VerifyReport:
-    """A backup that verified: its manifest and what the scratch copy showed."""
+    """A backup that verified: its manifest, what the scratch copy showed, and the archive copies checked."""
 
     backup: Path
     manifest: Manifest
     events_verified: int
     pending_sealed: int
     trail_detail: str
+    archives_verified: tuple[int, ...]
 
 
 def check_state(state: SnapshotState, manifest: Manifest) -> None:
@@ -96,8 +101,11 @@ async def _missing_kek_versions(session: AsyncSession, held: tuple[int, ...]) ->
     return {int(version): int(count) for version, count in rows if version is not None and version not in held}
 
 
+RestoredCheck = tuple[int, TrailReport, dict[int, int]]
+
+
 async def check_restored_database(url: str, public_key: Ed25519PublicKey,
-                                  kek_versions: tuple[int, ...]) -> tuple[int, TrailReport, dict[int, int]]:
+                                  kek_versions: tuple[int, ...]) -> RestoredCheck:
     """Seal pending audit events, verify the whole chain and newest checkpoint, and find missing KEK versions.
 
     The external checkpoint copy is not consulted: it belongs to the live trail, which may have grown past the
@@ -132,7 +140,7 @@ def audit_public_key(settings: Settings) -> Ed25519PublicKey:
 
 async def _verify_sqlite(backup: Path, manifest: Manifest, keys: BackupKeys, progress: BackupProgress,
                          scratch_dir: Path | None, public_key: Ed25519PublicKey,
-                         kek_versions: tuple[int, ...]) -> tuple[int, TrailReport, dict[int, int]]:
+                         kek_versions: tuple[int, ...]) -> tuple[RestoredCheck, list[ArchiveRecord]]:
     with tempfile.TemporaryDirectory(prefix="strongroom-verify-", dir=scratch_dir) as folder:
         database = Path(folder) / "backup.db"
         with create_private(database) as sink:
@@ -142,12 +150,13 @@ async def _verify_sqlite(backup: Path, manifest: Manifest, keys: BackupKeys, pro
         check_state(sqlite.read_state(database), manifest)
         check_revision(manifest)
         progress.phase("sealing pending events and verifying the audit chain")
-        return await check_restored_database(f"sqlite+aiosqlite:///{database}", public_key, kek_versions)
+        url = f"sqlite+aiosqlite:///{database}"
+        return await check_restored_database(url, public_key, kek_versions), await recorded_archives_at(url)
 
 
 async def _verify_postgres(settings: Settings, backup: Path, manifest: Manifest, keys: BackupKeys,
                            progress: BackupProgress, public_key: Ed25519PublicKey,
-                           kek_versions: tuple[int, ...]) -> tuple[int, TrailReport, dict[int, int]]:
+                           kek_versions: tuple[int, ...]) -> tuple[RestoredCheck, list[ArchiveRecord]]:
     if settings.is_sqlite:
         raise BackupError("verifying a PostgreSQL backup needs a PostgreSQL server: set STRONGROOM_DATABASE_URL to "
                           "one where the role may create a scratch database")
@@ -166,7 +175,8 @@ async def _verify_postgres(settings: Settings, backup: Path, manifest: Manifest,
             await engine.dispose()
         check_state(state, manifest)
         progress.phase("sealing pending events and verifying the audit chain")
-        return await check_restored_database(scratch_url, public_key, kek_versions)
+        checked = await check_restored_database(scratch_url, public_key, kek_versions)
+        return checked, await recorded_archives_at(scratch_url)
     finally:
         progress.phase("dropping the scratch database")
         await postgres.drop_database(server_url, postgres.database_name(scratch_url))
@@ -209,11 +219,11 @@ async def verify_backup(
         name = backup.name
         try:
             if manifest.database == "sqlite":
-                sealed, report, missing = await _verify_sqlite(backup, manifest, keys, progress, scratch_dir,
-                                                               public_key, keyring.kek_versions())
+                (sealed, report, missing), archives = await _verify_sqlite(
+                    backup, manifest, keys, progress, scratch_dir, public_key, keyring.kek_versions())
             elif manifest.database == "postgresql":
-                sealed, report, missing = await _verify_postgres(settings, backup, manifest, keys, progress,
-                                                                 public_key, keyring.kek_versions())
+                (sealed, report, missing), archives = await _verify_postgres(
+                    settings, backup, manifest, keys, progress, public_key, keyring.kek_versions())
             else:
                 raise BackupInvalid(f"unknown database kind {manifest.database!r} in the manifest")
         except SQLAlchemyError as error:
@@ -226,6 +236,8 @@ async def verify_backup(
                 "this keyring lacks KEK version(s) " + ", ".join(map(str, sorted(missing))) +
                 f" under which {sum(missing.values())} data key(s) in the backup are wrapped: restored, their "
                 "customers' encrypted fields would be unreadable (restore the keyring from the backup's time)")
+        progress.phase(f"checking the copies of {len(archives)} audit archive(s) in {backup.parent}")
+        archives_verified = await asyncio.to_thread(verify_archive_copies, archives, backup.parent, keys, progress)
     except (BackupInvalid, BackupRefused) as error:
         if record:
             await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
@@ -235,6 +247,7 @@ async def verify_backup(
         await record_backup_event_at(
             settings.resolved_database_url, action=AuditAction.BACKUP, file_id=manifest.file_id,
             reason=f"backup {backup.name} verified: {report.detail}",
-            after={"file": backup.name, "sha256": manifest.sha256, "events_verified": report.events})
+            after={"file": backup.name, "sha256": manifest.sha256, "events_verified": report.events,
+                   "archives_verified": list(archives_verified)})
     return VerifyReport(backup=backup, manifest=manifest, events_verified=report.events, pending_sealed=sealed,
-                        trail_detail=report.detail)
+                        trail_detail=report.detail, archives_verified=archives_verified)
