@@ -77,6 +77,23 @@ class PreconditionRequired(StrongroomError):
     type_slug = "precondition-required"
 
 
+class KeyUnavailable(StrongroomError):
+    """A data key this server needs cannot be unwrapped with its keyring (an out-of-date copy); nothing is
+    written (503)."""
+
+    status = 503
+    title = "Key unavailable"
+    type_slug = "key-unavailable"
+
+
+class ErasureLedgerUnavailable(StrongroomError):
+    """The erasure ledger beside the keyring cannot be written or fails verification; nothing is erased (503)."""
+
+    status = 503
+    title = "Erasure ledger unavailable"
+    type_slug = "erasure-ledger-unavailable"
+
+
 class UnsupportedMediaType(StrongroomError):
     """The body is not in the media type the endpoint reads (415)."""
 

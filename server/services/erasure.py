@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import structlog
 from sqlalchemy import update
 
 from server.audit import trail
@@ -12,11 +13,14 @@ from server.audit.tags import AuditAction
 from server.db import write_transaction
 from server.domain.activities import Activity
 from server.domain.contacts import Contact
-from server.errors import Forbidden, InvalidInput
+from server.errors import ErasureLedgerUnavailable, Forbidden, InvalidInput
+from server.security.crypto import ErasureLedgerError
 from server.services.customers import CustomerService
 from server.services.records import CallContext
 
 ERASED = "[erased]"
+
+log = structlog.get_logger("strongroom.erasure")
 MIN_LEGAL_BASIS = 5
 
 
@@ -46,8 +50,16 @@ class ErasureService:
                                field="legal_basis")
         async with write_transaction(self.session):
             customer = await customers.load(customer_id, for_update=True)
-            destroyed = await self.context.cipher.erase_subject(
-                self.session, customer.id, actor=self.context.principal.name, legal_basis=basis)
+            try:
+                destroyed = await self.context.cipher.erase_subject(
+                    self.session, customer.id, actor=self.context.principal.name, legal_basis=basis)
+            except (ErasureLedgerError, OSError) as error:
+                # Without its ledger line an erasure would come undone at the next restore of an older backup:
+                # refuse it (the transaction rolls back, no key is destroyed) and tell the operator why.
+                log.error("erasure_ledger_unavailable", error=str(error))  # noqa: TRY400 - the cause suffices
+                raise ErasureLedgerUnavailable(
+                    "the erasure ledger beside the keyring cannot be written or does not verify (the server log "
+                    "says why); nothing was erased") from None
             # What is not encrypted but may identify the person is overwritten; the record stays as a tombstone
             # so that references, history and the audit trail keep their shape.
             customer.name, customer.notes, customer.tags = ERASED, None, []

@@ -27,9 +27,9 @@ from server.db import read_transaction, write_transaction
 from server.domain.base import Base
 from server.domain.fields import Classification, EntitySpec, FieldSpec, MaskFormat
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
-from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.errors import Conflict, Forbidden, InvalidInput, KeyUnavailable, NotFound
 from server.security.access import AccessControl
-from server.security.crypto import NormalisationError
+from server.security.crypto import NormalisationError, UnknownKey
 from server.security.field_cipher import EncryptedEntity, FieldCipher, Unreadable
 from server.security.identity.models import User
 from server.security.policy import FieldMask, RecordScope, Visibility, render_mask
@@ -249,7 +249,16 @@ class RecordService(Generic[ModelT]):
         """Replace the clear values of the named encrypted fields with ciphertext bound to this record."""
         to_seal = [name for name in names if name in self.encrypted]
         if to_seal:
-            await self.cipher.seal_fields(self.session, self.entity, record, self.data_subject(record), to_seal)
+            try:
+                await self.cipher.seal_fields(self.session, self.entity, record, self.data_subject(record), to_seal)
+            except UnknownKey:
+                # This host's keyring lacks the KEK version the subject's data key is wrapped under (a copy not
+                # replaced after a rotation): refuse the write rather than seal under another key (field_cipher
+                # logs which version is missing).
+                raise KeyUnavailable(
+                    "this server cannot unwrap the data key of this record's customer: its keyring lacks the key "
+                    "version that key is wrapped under (a keyring copy not replaced after a rotation); nothing was "
+                    "written") from None
 
     def exact_matches(self, filters: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Exact-match filters as column values: the blind index for encrypted fields (candidates are checked

@@ -226,6 +226,17 @@ async def test_a_host_whose_copy_lacks_the_version_reads_undecryptable_never_wro
         assert body["name"] == "Li Na" and "li.na@example.com" not in response.text
         listed = await api_b.client.get("/api/v1/contacts", params={"customer_id": customer["id"]}, headers=headers)
         assert listed.status_code == 200, listed.text
+        # A write for a customer whose data key B cannot unwrap: a 503 problem that says why, nothing written.
+        refused = await api_b.client.post("/api/v1/contacts", headers=headers, json={
+            "customer_id": customer["id"], "name": "Wang Fang", "email": "wang.fang@example.com"})
+        assert refused.status_code == 503, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        problem = refused.json()
+        assert problem["type"].endswith("/key-unavailable") and "keyring" in problem["detail"]
+        assert "Traceback" not in refused.text and "wang.fang" not in refused.text
+    async with crm.sessions() as session:
+        assert (await session.execute(select(func.count()).select_from(Contact).where(
+            Contact.name == "Wang Fang"))).scalar_one() == 0
 
     fx_hosts.copy_keyring_to_b()  # the step that was skipped: B reads everything again
     assert await _emails(crm, new_cipher(fx_hosts.b), list(expected | cached)) == expected | cached

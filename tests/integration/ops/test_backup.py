@@ -17,8 +17,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from litestar.testing import AsyncTestClient
 from sqlalchemy import select, text
 
+from server.app import create_app
 from server.audit.models import AuditEventRecord
 from server.audit.store import load_or_create_audit_key, verify_trail
 from server.config import Settings
@@ -374,17 +376,18 @@ async def test_restore_of_an_older_backup_after_an_erasure_leaves_the_subject_er
     assert (await _scalar_rows(url, select(Customer.name).where(Customer.id == erased_id))) == ["[erased]"]
 
 
+def _with_ledger_apart(settings: Settings, tmp_path: Path) -> tuple[Settings, Path]:
+    """``settings`` with the erasure ledger in a private directory of its own, and that ledger's path."""
+    ledger_path = tmp_path / "ledger" / "erasure-ledger.jsonl"
+    ledger_path.parent.mkdir(mode=0o700)
+    return dataclasses.replace(settings, erasure_ledger_path=str(ledger_path)), ledger_path
+
+
 async def test_erasure_appends_to_the_ledger_where_the_setting_points(
     fx_api: Any, fx_settings: Settings, tmp_path: Path,
 ) -> None:
     """Deployments keep the keys read-only and the ledger elsewhere (STRONGROOM_ERASURE_LEDGER_PATH)."""
-    from litestar.testing import AsyncTestClient
-
-    from server.app import create_app
-
-    ledger_path = tmp_path / "ledger" / "erasure-ledger.jsonl"
-    ledger_path.parent.mkdir(mode=0o700)
-    settings = dataclasses.replace(fx_settings, erasure_ledger_path=str(ledger_path))
+    settings, ledger_path = _with_ledger_apart(fx_settings, tmp_path)
     default_ledger = fx_settings.resolved_keys_dir / "erasure-ledger.jsonl"
     default_before = default_ledger.read_bytes() if default_ledger.exists() else b""
     manager = await fx_api.login(["sales_manager"])
@@ -396,7 +399,33 @@ async def test_erasure_appends_to_the_ledger_where_the_setting_points(
         assert response.status_code == 200, response.text
     records = FieldCipher.from_settings(settings, environ={}).ledger.read_all()
     assert [record.subject_id for record in records] == [customer["id"]]
+    assert customer["id"] in ledger_path.read_text()
     assert (default_ledger.read_bytes() if default_ledger.exists() else b"") == default_before
+
+
+async def test_an_erasure_the_ledger_cannot_record_is_refused_and_undone(
+    fx_api: Any, fx_settings: Settings, tmp_path: Path,
+) -> None:
+    """A ledger damaged (or unwritable) after the server started: 503 with the problem type, the key is kept."""
+    settings, ledger_path = _with_ledger_apart(fx_settings, tmp_path)
+    manager = await fx_api.login(["sales_manager"])
+    async with AsyncTestClient(app=create_app(settings), raise_server_exceptions=False) as client:
+        customer = (await client.post("/api/v1/customers", headers=manager, json={
+            "name": "Qian Hui", "kind": "individual", "tax_id": f"TAX-{secrets.token_hex(4)}"})).json()
+        for damage in ("garbage", "directory"):
+            if damage == "garbage":
+                ledger_path.write_text("not a ledger line\n")
+            else:
+                ledger_path.unlink()
+                ledger_path.mkdir()
+            response = await client.post(f"/api/v1/customers/{customer['id']}/erase", headers=manager,
+                                         json={"legal_basis": "GDPR Art. 17 request 2026-312"})
+            assert response.status_code == 503, response.text
+            problem = response.json()
+            assert problem["type"].endswith("/erasure-ledger-unavailable")
+            assert "nothing was erased" in problem["detail"] and str(tmp_path) not in response.text
+            kept = (await client.get(f"/api/v1/customers/{customer['id']}", headers=manager)).json()
+            assert kept["name"] == "Qian Hui" and kept["tax_id"].startswith("TAX-")
 
 
 # ----------------------------------------------------------------------------------------------------- prune
