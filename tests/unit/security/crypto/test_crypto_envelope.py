@@ -139,6 +139,21 @@ def test_non_canonical_base64_fails(dek: DataKey, keys: DekCache, record_id: uui
         open_sealed(sibling, keys=keys, table=TABLE, column=COLUMN, record_id=record_id)
 
 
+def test_standard_alphabet_or_padded_spelling_fails(dek: DataKey, keys: DekCache, record_id: uuid.UUID) -> None:
+    """The same bytes spelled with '+', '/' or padding decode alike in plain base64: refused, one spelling only."""
+    for attempt in range(200):
+        token = seal(f"value {attempt}", dek=dek, table=TABLE, column=COLUMN, record_id=record_id)
+        if "-" in token or "_" in token:
+            break
+    standard = SEALED_PREFIX + token.removeprefix(SEALED_PREFIX).replace("-", "+").replace("_", "/")
+    assert standard != token and _raw(standard) == _raw(token)
+    padded = token + "=" * (-len(token.removeprefix(SEALED_PREFIX)) % 4)
+    for spelling in (standard, padded) if padded != token else (standard,):
+        with pytest.raises(DecryptionError, match="malformed"):
+            open_sealed(spelling, keys=keys, table=TABLE, column=COLUMN, record_id=record_id)
+    assert open_sealed(token, keys=keys, table=TABLE, column=COLUMN, record_id=record_id).startswith("value")
+
+
 def test_relabelled_dek_id_fails(keyring_dek_pair: tuple[DataKey, DataKey], record_id: uuid.UUID) -> None:
     first, second = keyring_dek_pair
     keys = DekCache()
