@@ -90,6 +90,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "auditFiles": {"existingClaim": "crm-audit-files"},
         "config": {"log_level": "INFO", "audit_retention_days": 2190, "audit_archive_max_events": 500000},
     },
+    "restore": {
+        "restore": {"file": "strongroom-20261207T020000Z-1a2b3c.srbk"},
+        "autoscaling": {"enabled": True},
+        "auditArchive": {"enabled": True, "schedule": "30 1 * * *"},
+    },
     "single-replica-minimal": {
         "replicaCount": 1,
         "backup": {"enabled": False},
@@ -270,9 +275,11 @@ def test_every_pod_is_non_root_read_only_and_unprivileged(set_name: str) -> None
     objects = render(set_name)
     specs = pod_specs(objects)
     expected = {"Deployment"}
-    if VALUE_SETS[set_name].get("migrations", {}).get("enabled", True):
+    values = VALUE_SETS[set_name]
+    restoring = values.get("restore", {}).get("file")
+    if values.get("migrations", {}).get("enabled", True) or restoring:
         expected.add("Job")
-    if VALUE_SETS[set_name].get("backup", {}).get("enabled", True):
+    if values.get("backup", {}).get("enabled", True) and not restoring:
         expected.add("CronJob")
     assert {key.split("/")[0] for key in specs} == expected
     for key, spec in specs.items():
@@ -321,10 +328,14 @@ def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> N
     expected = {f"Deployment/{RELEASE}/strongroom": "runtime"}
     if values.get("migrations", {}).get("enabled", True):
         expected[f"Job/{RELEASE}-migrate/migrate"] = "owner"
-    if values.get("backup", {}).get("enabled", True):
+    restoring = values.get("restore", {}).get("file")
+    if values.get("backup", {}).get("enabled", True) and not restoring:
         expected[f"CronJob/{RELEASE}-backup/backup"] = "runtime"
-    if values.get("auditArchive", {}).get("enabled", False):
+    if values.get("auditArchive", {}).get("enabled", False) and not restoring:
         expected[f"CronJob/{RELEASE}-audit-archive/audit-archive"] = "owner"
+    if restoring:
+        (job,) = [name for name in pod_specs(render(set_name)) if name.startswith(f"Job/{RELEASE}-restore-")]
+        expected[f"{job}/restore"] = "owner"
     assert logins == expected
 
 
@@ -355,7 +366,7 @@ def test_secrets_are_referenced_by_name_only(set_name: str) -> None:
     assert secret_value_problems(objects) == []
     for key, spec in pod_specs(objects).items():
         secret_volumes = [v for v in spec["volumes"] if "secret" in v]
-        if key.startswith("Job/"):  # the migration hook needs the database only
+        if key.startswith("Job/") and "-restore-" not in key:  # the migration hook needs the database only
             assert secret_volumes == [], key
             assert "initContainers" not in spec, key
             continue
@@ -597,6 +608,38 @@ def test_audit_archive_job_runs_as_the_owner_onto_the_audit_claim(tmp_path: Path
     assert archive_jobs and all(len(name) <= 52 for name in archive_jobs)
 
 
+def test_a_restore_runs_as_the_owner_while_no_server_runs() -> None:
+    """restore.file: the servers scaled to 0 (no HPA to scale them back, no scheduled job writing), and one Job per
+    file running `backup restore` as the owner with the claims a restore writes to."""
+    values = VALUE_SETS["restore"]
+    objects = render("restore")
+    assert one(objects, "Deployment")["spec"]["replicas"] == 0
+    assert by_kind(objects, "HorizontalPodAutoscaler") == [] and by_kind(objects, "CronJob") == []
+    job = next(j for j in by_kind(objects, "Job") if j["metadata"]["name"].startswith(f"{RELEASE}-restore-"))
+    assert len(job["metadata"]["name"]) <= 63 and job["spec"]["backoffLimit"] == 0
+    spec = job["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] + container["args"] == [
+        "strongroom", "backup", "restore", f"/backups/{values['restore']['file']}", "--yes"]
+    env = env_of(container)
+    ledger_dir = str(Path(env["STRONGROOM_ERASURE_LEDGER_PATH"]["value"]).parent)
+    audit_dir = str(Path(env["STRONGROOM_AUDIT_ARCHIVE_DIR"]["value"]).parent)
+    for path, writable in (("/backups", False), (ledger_dir, True), (audit_dir, True)):
+        _claim, mount = _mounted_claim(spec, container, path)
+        assert (mount.get("readOnly") is not True) == writable, path
+    assert KEYS_DIR in {m["mountPath"] for m in container["volumeMounts"]}
+    # Another file is another Job (a Job cannot be changed); no file, no Job and the servers as configured.
+    other = copy.deepcopy(values)
+    other["restore"]["file"] = "strongroom-20261208T020000Z-4d5e6f.srbk"
+    with helm.Chart.load(CHART_DIR) as loaded:
+        rendered = loaded.render(other, name=RELEASE, namespace=NAMESPACE)
+        assert job["metadata"]["name"] not in "".join(rendered.values())
+        with pytest.raises(helm.HelmError, match=r"restore\.file needs the backups claim"):
+            loaded.render({"restore": {"file": "strongroom-x.srbk"}, "backup": {"enabled": False}},
+                          name=RELEASE, namespace=NAMESPACE)
+    assert not [j for j in by_kind(render("defaults"), "Job") if "restore" in j["metadata"]["name"]]
+
+
 def test_autoscaling_owns_the_replica_count() -> None:
     objects = render("hpa")
     hpa = one(objects, "HorizontalPodAutoscaler")
@@ -714,6 +757,8 @@ def test_values_schema_accepts_the_supported_value_sets(chart: Any, set_name: st
         ({"ingress": {"tls": {"enabeld": True}}}, "enabeld"),
         ({"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),
         ({"backup": {"schedule": "nightly"}}, "/backup/schedule"),
+        ({"restore": {"file": "../../etc/passwd.srbk"}}, "/restore/file"),
+        ({"restore": {"file": "dump.sql"}}, "/restore/file"),
         ({"networkPolicy": {"database": {"cidrs": ["db.example.com"]}}}, "/networkPolicy/database/cidrs"),
     ],
 )
