@@ -628,6 +628,10 @@ def test_a_restore_runs_as_the_owner_while_no_server_runs() -> None:
         _claim, mount = _mounted_claim(spec, container, path)
         assert (mount.get("readOnly") is not True) == writable, path
     assert KEYS_DIR in {m["mountPath"] for m in container["volumeMounts"]}
+    # It starts only once the servers this upgrade scales down have had their grace period to finish.
+    wait = spec["initContainers"][0]
+    assert wait["command"] == ["sleep", str(one(objects, "Deployment")["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"] + 10)]
     # Another file is another Job (a Job cannot be changed); no file, no Job and the servers as configured.
     other = copy.deepcopy(values)
     other["restore"]["file"] = "strongroom-20261208T020000Z-4d5e6f.srbk"
