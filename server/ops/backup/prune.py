@@ -99,12 +99,13 @@ def select_kept(entries: Iterable[BackupEntry], policy: RetentionPolicy) -> set[
     return kept
 
 
-def scan_backups(directory: Path, keys: BackupKeys) -> tuple[list[BackupEntry], list[tuple[Path, str]]]:
+def scan_backups(directory: Path, keys: BackupKeys, archive_copies: Iterable[Path] | None = None,
+                 ) -> tuple[list[BackupEntry], list[tuple[Path, str]]]:
     """The authenticated database backups in ``directory``, and (path, why) for every backup-like file left alone
-    (archive copies are neither)."""
+    (archive copies are neither; ``archive_copies``: those ``scan_archive_copies`` found, if the caller has them)."""
     entries: list[BackupEntry] = []
     skipped: list[tuple[Path, str]] = []
-    archive_copies = set(scan_archive_copies(directory))
+    archive_copies = set(scan_archive_copies(directory) if archive_copies is None else archive_copies)
     try:
         names = sorted(path for path in directory.iterdir() if path.is_file())
     except FileNotFoundError:
@@ -158,9 +159,10 @@ async def prune_backups(
     keys = keys or load_backup_keys(settings)
     directory = directory if directory is not None else settings.resolved_backup_dir
     policy = policy or RetentionPolicy.from_settings(settings)
-    entries, skipped = scan_backups(directory, keys)
+    claimed_copies = scan_archive_copies(directory)
+    entries, skipped = scan_backups(directory, keys, claimed_copies)
     kept = select_kept(entries, policy)
-    copies, rejected = authenticated_copies(scan_archive_copies(directory), keys)
+    copies, rejected = authenticated_copies(claimed_copies, keys)
     result = PruneResult(skipped=skipped + rejected, archive_copies=[copy.path for copy in copies])
     for entry in sorted(entries, key=lambda item: item.created_at, reverse=True):
         (result.kept if entry.backup in kept else result.deleted).append(entry)
