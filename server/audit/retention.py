@@ -58,6 +58,7 @@ from server.audit.trail import AuditActor, RequestInfo
 from server.db import write_transaction
 from server.domain.base import utc_now
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from server.file_ownership import give_to_directory_owner, make_directory_as_parent_owner
 
 HOLD_ENTITY = "legal_hold"  # the entity of the policy_change events that place and release holds
 ARCHIVE_DIR_NAME = "audit-archive"
@@ -262,6 +263,7 @@ async def _write_file(session: AsyncSession, path: Path, writer: ExportWriter, p
     partial = path.with_name(path.name + ".partial")
     descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
+        give_to_directory_owner(descriptor, path.parent)
         with os.fdopen(descriptor, "wb") as handle:
 
             def write(line: str) -> None:
@@ -357,7 +359,7 @@ def expiry_cutoff(retention_days: int, now: datetime | None = None) -> datetime:
 
 
 def _ensure_directory(directory: Path) -> None:
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_directory_as_parent_owner(directory, 0o700)
 
 
 # Recording an archive and deleting the events it covers: on PostgreSQL the schema owner's rights, which the runtime

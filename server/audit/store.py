@@ -38,6 +38,7 @@ from server.audit.models import (
 )
 from server.audit.tags import AuditAction
 from server.domain.base import utc_now
+from server.file_ownership import give_to_directory_owner
 
 SIGNING_KEY_FILE = "audit-signing.pem"
 BATCH = 20_000
@@ -340,10 +341,17 @@ async def sign_checkpoint(session: AsyncSession, signing_key: Ed25519PrivateKey,
     await _store_compact_range(session, compact)
     if sink is not None:
         # An external copy: truncating the database's tail cannot also rewrite this file's history.
-        with sink.open("a", encoding="utf-8") as handle:
-            handle.write(f"{checkpoint.tree_size} {checkpoint.root_hash.hex()} {checkpoint.timestamp} "
-                         f"{checkpoint.key_id} {signature.hex()}\n")
+        _append_to_sink(sink, f"{checkpoint.tree_size} {checkpoint.root_hash.hex()} {checkpoint.timestamp} "
+                              f"{checkpoint.key_id} {signature.hex()}\n")
     return SignedCheckpoint(checkpoint, signature)
+
+
+def _append_to_sink(sink: Path, line: str) -> None:
+    created = not sink.exists()
+    with sink.open("a", encoding="utf-8") as handle:
+        if created:  # by a job run as root: the server must still be able to append to it
+            give_to_directory_owner(handle.fileno(), sink.parent)
+        handle.write(line)
 
 
 async def merkle_state(session: AsyncSession, size: int, boundary: ArchiveBoundary | None = None, *,

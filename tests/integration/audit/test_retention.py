@@ -580,3 +580,33 @@ def test_archiving_as_the_runtime_role_is_refused_before_anything_is_written(
         assert not (tmp_path / "archive").exists()  # no file written
     finally:
         _admin_sql(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing a file's owner needs root (CI runs as root)")
+async def test_an_archive_run_as_root_leaves_files_the_service_user_owns(fx_archive_api: Api, fx_rep: dict[str, str],
+                                                                         tmp_path: Path) -> None:
+    """The deployments run `audit archive` as root on PostgreSQL (so the server's user never sees the owner's
+    login): the archive file and a checkpoint sink it creates must still belong to the service user, or the
+    backup job could not copy the archive and the server could not append to the sink. Kept last: it archives
+    with a sink of its own."""
+    api = fx_archive_api
+    nobody = 65534
+    directory = retention.archive_dir(_settings(api).data_dir, "")
+    directory.mkdir(parents=True, exist_ok=True)
+    os.chown(directory, nobody, nobody)
+    sink_dir = tmp_path / "sink"
+    sink_dir.mkdir()
+    os.chown(sink_dir, nobody, nobody)
+    for index in range(3):
+        await _customer(api, fx_rep, f"Archived as root {index}")
+    async with api.session_factory() as session:
+        outcomes = [outcome async for outcome in retention.archive_expired(
+            session, signing_key=_key(api), directory=directory, retention_days=_settings(api).audit_retention_days,
+            actor=actor_of(system_principal("tests")), sink=sink_dir / "checkpoints.log", now=utc_now() + FUTURE)]
+    written = [outcome for outcome in outcomes if isinstance(outcome, retention.ArchiveResult)]
+    assert written, outcomes
+    for result in written:  # written 0600, as always
+        info = result.path.stat()
+        assert (info.st_uid, info.st_gid, info.st_mode & 0o777) == (nobody, nobody, 0o600), result.path
+    sink = (sink_dir / "checkpoints.log").stat()
+    assert (sink.st_uid, sink.st_gid) == (nobody, nobody)
