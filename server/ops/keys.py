@@ -14,6 +14,9 @@ All three run online, beside serving processes, in short transactions:
   enabled, or a value a concurrent writer sealed under the previous DEK). One transaction per batch of
   subjects; the cutoff and counters are kept in ``key_jobs``, and what is left is derived from which DEK each
   stored value names, so an interrupted run (Ctrl-C, crash) resumes where it stopped.
+* ``discard_kek_version`` removes a KEK version that is not current and wraps no DEK in the database from the
+  keyring file: a staged version taken back before activation, or (confirmed) an older one at the end of a
+  rotation, which old backups then no longer restore with.
 * ``key_status`` reports KEK versions in use, DEK states, and stored values per DEK generation.
 """
 
@@ -40,11 +43,14 @@ from server.security.field_cipher import ERASED, DekInfo, EncryptedEntity, Field
 
 __all__ = [
     "REENCRYPT_JOB",
+    "DiscardNeedsConfirmation",
+    "DiscardResult",
     "JobProgress",
     "KeyStatus",
     "NullProgress",
     "ReencryptResult",
     "RotateResult",
+    "discard_kek_version",
     "key_status",
     "print_lines",
     "reencrypt",
@@ -156,11 +162,15 @@ class RotateResult:
         return self.rewrapped / self.seconds if self.seconds > 0 else 0.0
 
 
+async def _count_wrapped(session: AsyncSession, condition: ColumnElement[bool]) -> int:
+    """Wrapped (not destroyed) DEKs meeting ``condition``."""
+    query = select(func.count()).select_from(_data_keys).where(_data_keys.c.wrapped.is_not(None), condition)
+    return int((await session.execute(query)).scalar_one())
+
+
 async def _count_stale(sessions: Sessions, current: int) -> int:
     async with sessions() as session:
-        query = select(func.count()).select_from(_data_keys).where(
-            _data_keys.c.wrapped.is_not(None), _data_keys.c.kek_version < current)
-        return int((await session.execute(query)).scalar_one())
+        return await _count_wrapped(session, _data_keys.c.kek_version < current)
 
 
 async def rotate_kek(
@@ -243,6 +253,101 @@ async def rotate_kek(
                                                        "activated_staged_version": activated,
                                                        "rewrapped": rewrapped, "remaining": remaining})
     return RotateResult(version, add_version, rewrapped, remaining, time.perf_counter() - started, activated)
+
+
+# ------------------------------------------------------------------------------------------ KEK discarding
+
+
+class DiscardNeedsConfirmation(Exception):
+    """Discarding an older KEK version destroys what old backups need to be restored: the operator confirms.
+
+    The message says what is lost; nothing was changed.
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class DiscardResult:
+    """What discarding a KEK version did.
+
+    Attributes:
+        kek_version: The version removed from the keyring file.
+        was_staged: It was staged (never current here); otherwise it was an older, retired version.
+        current_kek_version: The current version (unchanged).
+        kek_versions_left: The versions the keyring holds now.
+    """
+
+    kek_version: int
+    was_staged: bool
+    current_kek_version: int
+    kek_versions_left: tuple[int, ...]
+
+
+def _still_wrapping(version: int, current: int, wrapped: int) -> str:
+    if version > current:
+        return (f"{wrapped} DEK(s) in the database are wrapped under KEK version {version}, which this keyring holds "
+                "only as staged: another copy of the keyring made it current (a rotation to it was started there, "
+                f"and may have been interrupted); finish it with `strongroom keys rotate --to-version {version}` "
+                "using that keyring, then replace this copy with it; nothing was discarded")
+    return (f"KEK version {version} still wraps {wrapped} DEK(s) in the database: the rotation to version {current} "
+            "is unfinished; finish it with `strongroom keys rotate --resume`, then discard version "
+            f"{version}; nothing was discarded")
+
+
+def _confirmation_needed(version: int, current: int) -> str:
+    return (f"KEK version {version} is older than the current version {current}; no DEK in the database is wrapped "
+            "under it any more, but backups taken before the rotation away from it finished hold DEKs wrapped under "
+            "it: once it is gone from every copy of the keyring (keyring backups included), those backups restore "
+            "with their encrypted fields undecryptable. Discard it only when every copy of the keyring names "
+            f"version {current} as current (a host whose copy still names {version} current wraps new DEKs under it) "
+            "and no backup you keep needs it; repeat with --yes to confirm. Nothing was discarded")
+
+
+async def discard_kek_version(sessions: Sessions, cipher: FieldCipher, version: int, *,
+                              confirmed: bool = False) -> DiscardResult:
+    """Remove a KEK version that is not current, and under which no DEK in the database is wrapped, from the file.
+
+    A staged version (never activated: a mistaken ``add-version``, a copy that leaked before activation, an
+    aborted change window) is removed as asked. An older version is the last step of a rotation and destroys
+    what backups taken before it need, so it is removed only when ``confirmed``. The check of the database, the
+    ``key_rotate`` event and the change of the file happen in one write transaction (on SQLite it holds the
+    write lock, so no DEK can be wrapped under the version in between); the file is rewritten atomically under
+    its lock before the event commits, and a file that cannot be changed records nothing.
+
+    Raises:
+        KeyringError: The version is not held, is current, still wraps DEKs in the database, or the keyring cannot
+            be changed here (``STRONGROOM_KEYRING``, a file that cannot be rewritten). Nothing was changed.
+        DiscardNeedsConfirmation: An older version without ``confirmed``. Nothing was changed.
+    """
+    cipher.refresh_keyring()
+    provider = cipher.provider
+    held, current = tuple(provider.kek_versions()), provider.current_kek_version()
+    if version not in held:
+        raise KeyringError(f"KEK version {version} is not in the keyring (it holds {', '.join(map(str, held))}); "
+                           "nothing was discarded")
+    if version == current:
+        stale = await _count_stale(sessions, current)
+        unfinished = (f"; {stale} DEK(s) are still under an older version: KEK versions only move forward, so finish "
+                      f"the rotation to it with `strongroom keys rotate --to-version {version}`") if stale else ""
+        raise KeyringError(f"KEK version {version} is current: new DEKs are wrapped under it, so it cannot be "
+                           f"discarded{unfinished}")
+    staged = version > current
+    async with sessions() as session, write_transaction(session):
+        wrapped = await _count_wrapped(session, _data_keys.c.kek_version == version)
+        if wrapped:
+            raise KeyringError(_still_wrapping(version, current, wrapped))
+        if not staged and not confirmed:
+            raise DiscardNeedsConfirmation(_confirmation_needed(version, current))
+        left = tuple(held_version for held_version in held if held_version != version)
+        await trail.record(session, action=AuditAction.KEY_ROTATE, actor=KEY_JOB_ACTOR, entity="key",
+                           reason="KEK version discarded",
+                           after={"kek_version": version, "was_staged": staged, "current_kek_version": current,
+                                  "kek_versions_left": list(left)})
+        try:
+            provider.remove_kek_version(version)
+        except OSError as error:  # the keys directory is not writable, the disk is full ...
+            raise KeyringError(f"the keyring file could not be rewritten ({error.strerror or error}); nothing was "
+                               "discarded") from None
+    return DiscardResult(version, staged, current, tuple(provider.kek_versions()))
 
 
 # ---------------------------------------------------------------------------------------------- DEK rotation
@@ -538,16 +643,36 @@ class KeyStatus:
         """Held versions newer than the current one: they unwrap, but nothing new is wrapped under them."""
         return tuple(version for version in self.keyring_kek_versions if version > self.current_kek_version)
 
+    @property
+    def discardable_kek_versions(self) -> tuple[int, ...]:
+        """Held versions, not current, under which no DEK in the database is wrapped: ``keys discard-version``
+        accepts them (an older one only with ``--yes``)."""
+        return tuple(version for version in self.keyring_kek_versions
+                     if version != self.current_kek_version and not self.deks_per_kek_version.get(version))
+
     def _kek_lines(self) -> list[str]:
         def listed(versions: Sequence[int]) -> str:
             return ", ".join(map(str, versions)) or "none"
 
         out = [f"KEK: current version {self.current_kek_version}; older versions held: "
                f"{listed(self.older_kek_versions)}; staged (held, not current): {listed(self.staged_kek_versions)}"]
+        discardable = self.discardable_kek_versions
         for version in self.staged_kek_versions:
             out.append(f"KEK version {version} is staged: once every copy of this keyring holds it, run "
-                       f"`strongroom keys rotate --to-version {version}`")
+                       f"`strongroom keys rotate --to-version {version}`" + (
+                           f"; to take it back instead, `strongroom keys discard-version {version}`"
+                           if version in discardable else ""))
         in_use = {version: count for version, count in self.deks_per_kek_version.items() if count}
+        unfinished = [version for version in self.older_kek_versions if version in in_use]
+        if unfinished:
+            out.append(f"KEK version(s) {listed(unfinished)} still wrap {sum(in_use[v] for v in unfinished)} DEKs: "
+                       f"the rotation to version {self.current_kek_version} is unfinished; run `strongroom keys "
+                       "rotate --resume`")
+        retired = [version for version in self.older_kek_versions if version in discardable]
+        if retired:
+            out.append(f"older KEK version(s) {listed(retired)} wrap no DEK in this database: `strongroom keys "
+                       "discard-version N --yes` destroys one, after which backups taken before the rotation away "
+                       "from it cannot be restored with this keyring")
         missing = sorted(set(in_use) - set(self.keyring_kek_versions))
         if missing:
             out.append(f"warning: {sum(in_use[v] for v in missing)} DEKs are wrapped under KEK version(s) "

@@ -1,4 +1,4 @@
-"""``strongroom keys init|add-version|rotate|reencrypt|status|reapply-ledger``.
+"""``strongroom keys init|add-version|discard-version|rotate|reencrypt|status|reapply-ledger``.
 
 ``add_key_commands(commands)`` registers them on the ``strongroom`` parser's subparsers. Handlers take
 ``(settings, args)`` and return an exit code, like the other commands.
@@ -18,11 +18,13 @@ from server.config import Settings
 from server.security.crypto import CryptoError
 
 if TYPE_CHECKING:
-    from server.ops.keys import RotateResult
+    from pathlib import Path
+
+    from server.ops.keys import DiscardResult, RotateResult
 
 __all__ = ["add_key_commands", "cmd_keys"]
 
-EXIT_OK, EXIT_FAILED = 0, 1
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _T = TypeVar("_T")
 
 
@@ -59,9 +61,25 @@ def _rotation_summary(rotated: RotateResult) -> str:
             f"({rotated.rate:.0f}/s)")
 
 
+def _discard_summary(discarded: DiscardResult, where: Path) -> list[str]:
+    version, current = discarded.kek_version, discarded.current_kek_version
+    out = [f"discarded {'staged' if discarded.was_staged else 'older'} KEK version {version} from {where}; it now "
+           f"holds {', '.join(map(str, discarded.kek_versions_left))} (current {current}); recorded as a key_rotate "
+           "event"]
+    if discarded.was_staged:
+        out.append("next: replace every copy of this keyring with this file (a copy that keeps version "
+                   f"{version} unwraps nothing in this database, but it is key material you meant to take back); "
+                   f"the next `strongroom keys add-version` stages a new key as version {version}")
+    else:
+        out.append(f"backups taken before the rotation away from version {version} finished need it: they no longer "
+                   "restore with this keyring (`strongroom backup verify` names the version they lack); replace "
+                   f"every copy of the keyring, keyring backups included, for version {version} to be gone")
+    return out
+
+
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
-    """Create the keyring, stage and activate KEK versions, rotate KEKs or DEKs, report key status, re-apply
-    erasures after a restore."""
+    """Create the keyring, stage, activate and discard KEK versions, rotate KEKs or DEKs, report key status,
+    re-apply erasures after a restore."""
     from server.ops import keys
     from server.security.field_cipher import ensure_keyring, key_provider, keyring_path
 
@@ -85,6 +103,8 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
             print(f"next: replace every copy of this keyring (other hosts, the Kubernetes Secret) and restart "
                   f"or roll them, then run `strongroom keys rotate --to-version {version}`")
             return EXIT_OK
+        if action == "discard-version":
+            return _discard_version(settings, args)
         if action == "rotate":
             with keys.rich_progress() as progress:
                 rotated = _with_database(settings, lambda sessions, cipher: keys.rotate_kek(
@@ -127,19 +147,50 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
     return _fail(f"unknown keys action {action!r}")
 
 
+def _discard_version(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from server.ops import keys
+    from server.security.field_cipher import keyring_path
+
+    try:
+        discarded = _with_database(settings, lambda sessions, cipher: keys.discard_kek_version(
+            sessions, cipher, args.version, confirmed=args.yes))
+    except keys.DiscardNeedsConfirmation as refusal:
+        print(f"strongroom: {refusal}", file=sys.stderr)
+        return EXIT_USAGE
+    except SQLAlchemyError as error:
+        return _fail(f"the database could not be read or written ({error.__class__.__name__}); nothing was "
+                     "discarded")
+    except KeyboardInterrupt:
+        return _fail(f"interrupted; run `strongroom keys status` to see whether KEK version {args.version} is still "
+                     "held")
+    for line in _discard_summary(discarded, keyring_path(settings)):
+        print(line)
+    return EXIT_OK
+
+
 def add_key_commands(commands: Any) -> None:
-    """Register ``keys`` (init, add-version, rotate, reencrypt, status, reapply-ledger) on ``commands``.
+    """Register ``keys`` (init, add-version, discard-version, rotate, reencrypt, status, reapply-ledger) on
+    ``commands``.
 
     Args:
         commands: The ``argparse`` subparsers object of the ``strongroom`` parser.
     """
-    keys = commands.add_parser("keys", help="column-encryption keys: init, add-version, rotate, reencrypt, status")
+    keys = commands.add_parser("keys", help="column-encryption keys: init, add-version, discard-version, rotate, "
+                               "reencrypt, status")
     keys.set_defaults(handler=cmd_keys)
     actions = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     actions.add_parser("init", help="create the keyring file (0600) if absent; never overwrites")
     actions.add_parser(
         "add-version", help="stage a new KEK version in the keyring file without making it current (step 1 of a "
         "rotation with copied keyrings)")
+    discard = actions.add_parser(
+        "discard-version", help="remove KEK version N, not current and wrapping no DEK, from the keyring file: a "
+        "staged version taken back, or (with --yes) an older one that old backups may still need")
+    discard.add_argument("version", type=int, metavar="N", help="the KEK version to discard")
+    discard.add_argument("--yes", action="store_true", help="confirm discarding an older version: backups taken "
+                         "before the rotation away from it no longer restore with this keyring")
     rotate = actions.add_parser("rotate", help="add a KEK version, or activate a staged one, and rewrap every DEK "
                                 "(online)")
     target = rotate.add_mutually_exclusive_group()

@@ -13,10 +13,12 @@ JSON form (the keyring file, or the base64 payload of ``STRONGROOM_KEYRING``)::
       "ledger_key": "<base64 32 bytes>"
     }
 
-KEK versions only ever grow; an old version stays until every DEK has been rewrapped off it. A version above
-``current_kek_version`` is *staged*: held, so this keyring unwraps DEKs wrapped under it, but nothing new is wrapped
-under it until it is activated. Staging needs no field of its own, so a keyring holding a staged version is still a
-version 1 document that earlier releases load (they simply keep wrapping under the current version).
+The current KEK version only ever grows; an old version stays until every DEK has been rewrapped off it, and then
+until it is discarded (``strongroom keys discard-version``). A version above ``current_kek_version`` is *staged*:
+held, so this keyring unwraps DEKs wrapped under it, but nothing new is wrapped under it until it is activated.
+Staging needs no field of its own, so a keyring holding a staged version is still a version 1 document that earlier
+releases load (they simply keep wrapping under the current version). A staged version discarded before activation
+leaves no trace, so the next one staged gets its number again.
 The blind-index root key never rotates in place: every blind index would have to be recomputed.
 """
 
@@ -190,7 +192,12 @@ class Keyring:
         return version
 
     def remove_kek_version(self, version: int) -> None:
-        """Drop an old KEK once no DEK is wrapped under it any more (the caller checks that).
+        """Drop a KEK version that is not current: an older one once no DEK is wrapped under it any more, or a
+        staged one that is taken back (the caller checks that nothing is wrapped under it).
+
+        The next staged version takes the highest number left plus one, so a discarded staged version's number is
+        given to a new key: a copy of the keyring that still holds the discarded key does not unwrap what is
+        wrapped under the new one (the KEK version is authenticated with every wrapped DEK, and the keys differ).
 
         Raises:
             KeyringError: ``version`` is current or unknown.

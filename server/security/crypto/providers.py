@@ -7,7 +7,8 @@ implements the same methods remotely:
 * Vault Transit: ``wrap_dek`` -> ``transit/encrypt/<key>`` with the DEK id as context and the current version
   as ``key_version``, ``unwrap_dek`` -> ``transit/decrypt``, ``stage_kek_version`` -> ``transit/keys/<key>/rotate``
   (the provider keeps encrypting under the version it calls current until ``activate_kek_version``),
-  ``rewrap`` -> ``transit/rewrap``.
+  ``rewrap`` -> ``transit/rewrap``, ``remove_kek_version`` -> ``min_decryption_version`` and ``trim`` (older
+  versions only: Transit cannot delete its latest version, so such a provider refuses to remove a staged one).
 * A cloud KMS: Encrypt / Decrypt / ReEncrypt with the DEK id and KEK version as encryption context.
 * An HSM over PKCS#11: ``C_WrapKey`` / ``C_UnwrapKey`` with an AES-GCM (or SM4) mechanism and the AAD.
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
 from server.security.crypto.datakeys import DataKey, WrappedDek
-from server.security.crypto.errors import KeyringError, UnknownKey
+from server.security.crypto.errors import DecryptionError, KeyringError, UnknownKey
 from server.security.crypto.keyring import Keyring
 from server.security.crypto.suites import DEFAULT_SUITE, Suite
 
@@ -87,6 +88,10 @@ class KeyProvider(Protocol):
 
     def activate_kek_version(self, version: int) -> bool:
         """Make a held, newer KEK version current; False if it already was."""
+        ...
+
+    def remove_kek_version(self, version: int) -> None:
+        """Destroy a held KEK version that is not current (the caller checks that nothing is wrapped under it)."""
         ...
 
 
@@ -175,12 +180,14 @@ def create_keyring_file(path: str | os.PathLike[str], *, suite: Suite = DEFAULT_
 class FileKeyProvider:
     """KEKs from a 0600 keyring file. Rotation writes the file atomically under an exclusive lock.
 
-    Another process that rotated the file is noticed when a DEK names a KEK version not loaded yet: the file
-    is read again once before giving up.
+    Another process that rotated the file is noticed when a DEK names a KEK version not loaded yet, or does not
+    unwrap under a version loaded from a file that has since been replaced: the file is read again once before
+    giving up.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self._path = Path(path)
+        self._stamp = self._file_stamp()
         self._keyring = load_keyring_file(self._path)
 
     def __repr__(self) -> str:
@@ -203,7 +210,17 @@ class FileKeyProvider:
 
     def reload(self) -> None:
         """Read the file again (after another process rotated it)."""
+        # Stamped before reading: a file replaced in between leaves an old stamp, so a later failure reads again.
+        stamp = self._file_stamp()
         self._keyring = load_keyring_file(self._path)
+        self._stamp = stamp
+
+    def _file_stamp(self) -> tuple[int, int] | None:
+        try:
+            status = self._path.stat()
+        except OSError:
+            return None
+        return status.st_ino, status.st_mtime_ns
 
     def current_kek_version(self) -> int:
         """The KEK version new wraps use."""
@@ -218,14 +235,20 @@ class FileKeyProvider:
         return self._keyring.wrap_dek(dek, kek_version)
 
     def unwrap_dek(self, wrapped: WrappedDek) -> DataKey:
-        """Unwrap, re-reading the file once if the KEK version is newer than the loaded ones."""
+        """Unwrap, re-reading the file once if the KEK version is newer than the loaded ones, or if the file was
+        replaced since it was loaded."""
         try:
             return self._keyring.unwrap_dek(wrapped)
         except UnknownKey:
-            if wrapped.kek_version <= max(self._keyring.kek_versions()):
+            if wrapped.kek_version <= max(self._keyring.kek_versions()) and self._file_stamp() == self._stamp:
                 raise
-            self.reload()
-            return self._keyring.unwrap_dek(wrapped)
+        except DecryptionError:
+            # A version number loaded here can name another key in the file now: a staged version that was
+            # discarded, and a new one staged (and activated) under the same number since.
+            if self._file_stamp() == self._stamp:
+                raise
+        self.reload()
+        return self._keyring.unwrap_dek(wrapped)
 
     def rewrap(self, wrapped: WrappedDek) -> WrappedDek:
         """The same DEK wrapped under the current KEK."""
@@ -244,19 +267,21 @@ class FileKeyProvider:
         return self._change(lambda keyring: keyring.activate_kek_version(version))
 
     def remove_kek_version(self, version: int) -> None:
-        """Remove an old KEK version from the file, once no DEK is wrapped under it."""
+        """Remove a KEK version that is not current from the file (see ``Keyring.remove_kek_version``); the caller
+        checks that no DEK is wrapped under it."""
         self._change(lambda keyring: keyring.remove_kek_version(version))
 
     def _change(self, change: Callable[[Keyring], _T]) -> _T:
         """Apply ``change`` to the file's keyring under the lock; write it back atomically if it changed."""
         with self._locked():
+            stamp = self._file_stamp()
             keyring = load_keyring_file(self._path)
             before = keyring.to_json()
             result = change(keyring)
             if keyring.to_json() != before:
                 self._replace(keyring)
             else:
-                self._keyring = keyring
+                self._keyring, self._stamp = keyring, stamp
         return result
 
     @contextlib.contextmanager
@@ -276,7 +301,7 @@ class FileKeyProvider:
         _write_new_file(temporary, keyring.to_json())
         temporary.replace(self._path)
         _fsync_directory(self._path.parent)
-        self._keyring = keyring
+        self._keyring, self._stamp = keyring, self._file_stamp()
 
 
 def keyring_env_value(keyring: Keyring) -> str:
@@ -357,6 +382,14 @@ class EnvKeyProvider:
         raise _read_only()
 
     def activate_kek_version(self, version: int) -> bool:
+        """Not possible here (see ``add_kek_version``).
+
+        Raises:
+            KeyringError: Always.
+        """
+        raise _read_only()
+
+    def remove_kek_version(self, version: int) -> None:
         """Not possible here (see ``add_kek_version``).
 
         Raises:

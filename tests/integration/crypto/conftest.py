@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,8 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from server.audit.canonical import decode_event
+from server.audit.models import AuditPending
 from server.config import Settings, load_settings
 from server.db import create_engine, create_session_factory, migrate, write_transaction
 from server.domain.contacts import CONTACT, Contact
@@ -28,9 +31,11 @@ from server.domain.customers.fields import CUSTOMER
 from server.domain.customers.models import Customer
 from server.domain.service_records.fields import SERVICE_RECORD
 from server.domain.service_records.models import ServiceRecord
+from server.ops import keys
 from server.security.data_keys import DataKeyRow
-from server.security.field_cipher import FieldCipher, ensure_keyring
+from server.security.field_cipher import FieldCipher, ensure_keyring, keyring_path
 from server.security.identity import User
+from tests.conftest import settings_with_keys, strongroom_cli
 
 _T = TypeVar("_T")
 POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -213,3 +218,97 @@ async def fx_crm(fx_crypto_settings: Settings, fx_crypto_url: str) -> AsyncItera
                   backend="sqlite" if fx_crypto_url.startswith("sqlite") else "postgresql")
     finally:
         await engine.dispose()
+
+
+# ------------------------------------------------------------------ two hosts with keyring copies, key commands
+
+
+@dataclass
+class Hosts:
+    """Host A (where the key custodian runs the key commands) and host B, each with a keyring copy."""
+
+    crm: Crm  # writes and reads on the shared database; its cipher is host A's server
+    a: Settings
+    b: Settings
+
+    def copy_keyring_to_b(self) -> None:
+        """Replace B's keyring with A's file, as the playbook or a Secret update does (0600, atomic rename)."""
+        target = keyring_path(self.b)
+        temporary = target.with_name(".keyring.json.copy")
+        temporary.write_bytes(keyring_path(self.a).read_bytes())
+        temporary.chmod(0o600)
+        os.replace(temporary, target)
+
+
+@pytest.fixture(name="fx_hosts_url")
+def fx_hosts_url(fx_database_url: str, tmp_path: Path) -> Iterator[str]:
+    """A private database per test (a rotation rewraps every DEK in the database it runs on)."""
+    with private_database(fx_database_url, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture(name="fx_hosts")
+async def fx_hosts(fx_hosts_url: str, tmp_path: Path) -> AsyncIterator[Hosts]:
+    """Hosts A and B on one private database; B's keys directory starts as a copy of A's."""
+    settings_a = settings_with_keys(tmp_path / "host-a", fx_hosts_url)
+    settings_b = load_settings({}, data_dir=str(tmp_path / "host-b"), database_url=fx_hosts_url, log_level="WARNING")
+    shutil.copytree(settings_a.resolved_keys_dir, settings_b.resolved_keys_dir)  # copies the 0700/0600 modes
+    engine = create_engine(fx_hosts_url)
+    try:
+        crm = Crm(sessions=create_session_factory(engine), settings=settings_a, cipher=new_cipher(settings_a),
+                  backend="sqlite" if fx_hosts_url.startswith("sqlite") else "postgresql")
+        yield Hosts(crm, settings_a, settings_b)
+    finally:
+        await engine.dispose()
+
+
+async def run_strongroom(monkeypatch: pytest.MonkeyPatch, settings: Settings, *argv: str,
+                         environ: dict[str, str] | None = None) -> int:
+    """``strongroom ARGV`` configured like ``settings``; the exit code."""
+    # The console script runs its own event loop, so it runs in a thread here.
+    return await asyncio.to_thread(strongroom_cli, monkeypatch, settings, *argv, environ=environ)
+
+
+async def customers_with_contacts(crm: Crm, cipher: FieldCipher, count: int) -> dict[uuid.UUID, str]:
+    """``count`` customers with one contact each, written through ``cipher``: contact id -> e-mail."""
+    written: dict[uuid.UUID, str] = {}
+    for _ in range(count):
+        email = f"staged.{uuid.uuid4().hex[:10]}@example.com"
+        contact = await crm.contact((await crm.customer(cipher=cipher)).id, cipher=cipher, email=email)
+        written[contact.id] = email
+    return written
+
+
+async def emails_of(crm: Crm, cipher: FieldCipher, contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
+    """The contacts' e-mails as ``cipher`` opens them (a string, or an ``Unreadable`` state)."""
+    opened = await crm.opened(contact_ids, cipher=cipher, names=("email",))
+    return {contact_id: values["email"] for contact_id, values in opened.items()}
+
+
+class StopAfterFirstBatch(Exception):
+    """Raised by ``FirstBatchOnly``: a key job interrupted after its first committed batch."""
+
+
+class FirstBatchOnly(keys.NullProgress):
+    """Progress that interrupts a key job (as Ctrl-C would) once its first batch is done."""
+
+    def advance(self, amount: int) -> None:
+        raise StopAfterFirstBatch
+
+
+async def key_events(crm: Crm) -> list[dict[str, Any]]:
+    """Every audit event about keys (entity ``key``), oldest first, decoded."""
+    async with crm.sessions() as session:
+        bodies = (await session.execute(select(AuditPending.canonical).where(AuditPending.entity == "key")
+                                        .order_by(AuditPending.id))).scalars().all()
+    return [decode_event(bytes(body)) for body in bodies]
+
+
+class LoggedWarnings:
+    """Stands in for a module's structlog logger and keeps what it was told to warn about."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def warning(self, event: str, **values: Any) -> None:
+        self.events.append({"event": event, **values})

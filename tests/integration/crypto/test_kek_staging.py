@@ -11,105 +11,29 @@ Each test has its own database and keyrings (a rotation rewraps every DEK in the
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from server.audit.canonical import decode_event
-from server.audit.models import AuditPending
-from server.config import Settings, load_settings
-from server.db import create_engine, create_session_factory
 from server.domain.contacts import Contact
 from server.ops import keys
 from server.security import field_cipher
 from server.security.crypto import KEYRING_ENV, UnknownKey, keyring_env_value, load_keyring_file
-from server.security.field_cipher import UNDECRYPTABLE, FieldCipher, keyring_path
-from tests.conftest import serving, settings_with_keys, strongroom_cli
+from server.security.field_cipher import UNDECRYPTABLE, keyring_path
+from tests.conftest import serving, strongroom_cli
 
-from .conftest import Crm, beside_traffic, new_cipher, private_database
-
-
-@dataclass
-class Hosts:
-    """Host A (where the key custodian runs the key commands) and host B, each with a keyring copy."""
-
-    crm: Crm  # writes and reads on the shared database; its cipher is host A's server
-    a: Settings
-    b: Settings
-
-    def copy_keyring_to_b(self) -> None:
-        """Replace B's keyring with A's file, as the playbook or a Secret update does (0600, atomic rename)."""
-        target = keyring_path(self.b)
-        temporary = target.with_name(".keyring.json.copy")
-        temporary.write_bytes(keyring_path(self.a).read_bytes())
-        temporary.chmod(0o600)
-        os.replace(temporary, target)
-
-
-@pytest.fixture(name="fx_hosts_url")
-def fx_hosts_url(fx_database_url: str, tmp_path: Path) -> Iterator[str]:
-    with private_database(fx_database_url, tmp_path) as url:
-        yield url
-
-
-@pytest.fixture(name="fx_hosts")
-async def fx_hosts(fx_hosts_url: str, tmp_path: Path) -> AsyncIterator[Hosts]:
-    settings_a = settings_with_keys(tmp_path / "host-a", fx_hosts_url)
-    settings_b = load_settings({}, data_dir=str(tmp_path / "host-b"), database_url=fx_hosts_url, log_level="WARNING")
-    shutil.copytree(settings_a.resolved_keys_dir, settings_b.resolved_keys_dir)  # copies the 0700/0600 modes
-    engine = create_engine(fx_hosts_url)
-    try:
-        crm = Crm(sessions=create_session_factory(engine), settings=settings_a, cipher=new_cipher(settings_a),
-                  backend="sqlite" if fx_hosts_url.startswith("sqlite") else "postgresql")
-        yield Hosts(crm, settings_a, settings_b)
-    finally:
-        await engine.dispose()
-
-
-async def _strongroom(monkeypatch: pytest.MonkeyPatch, settings: Settings, *argv: str) -> int:
-    # The console script runs its own event loop, so it runs in a thread here.
-    return await asyncio.to_thread(strongroom_cli, monkeypatch, settings, *argv)
-
-
-async def _customers_with_contacts(crm: Crm, cipher: FieldCipher, count: int) -> dict[uuid.UUID, str]:
-    """``count`` customers with one contact each, written through ``cipher``: contact id -> e-mail."""
-    written: dict[uuid.UUID, str] = {}
-    for _ in range(count):
-        email = f"staged.{uuid.uuid4().hex[:10]}@example.com"
-        contact = await crm.contact((await crm.customer(cipher=cipher)).id, cipher=cipher, email=email)
-        written[contact.id] = email
-    return written
-
-
-async def _emails(crm: Crm, cipher: FieldCipher, contact_ids: list[uuid.UUID]) -> dict[uuid.UUID, Any]:
-    opened = await crm.opened(contact_ids, cipher=cipher, names=("email",))
-    return {contact_id: values["email"] for contact_id, values in opened.items()}
-
-
-class _Warnings:
-    """Stands in for a module's structlog logger and keeps what it was told to warn about."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def warning(self, event: str, **values: Any) -> None:
-        self.events.append({"event": event, **values})
-
-
-class _StopAfterFirstBatch(Exception):
-    pass
-
-
-class _FirstBatchOnly(keys.NullProgress):
-    def advance(self, amount: int) -> None:
-        raise _StopAfterFirstBatch
+from .conftest import (
+    FirstBatchOnly,
+    Hosts,
+    LoggedWarnings,
+    StopAfterFirstBatch,
+    beside_traffic,
+    customers_with_contacts,
+    emails_of,
+    key_events,
+    new_cipher,
+    run_strongroom,
+)
 
 
 async def test_a_host_with_the_copied_keyring_reads_every_value_before_during_and_after(
@@ -117,12 +41,12 @@ async def test_a_host_with_the_copied_keyring_reads_every_value_before_during_an
 ) -> None:
     crm = fx_hosts.crm
     server_a, server_b = crm.cipher, new_cipher(fx_hosts.b)
-    expected = await _customers_with_contacts(crm, server_a, 4) | await _customers_with_contacts(crm, server_b, 4)
+    expected = await customers_with_contacts(crm, server_a, 4) | await customers_with_contacts(crm, server_b, 4)
 
     # Step 1, on A: stage version 2. Both hosts keep wrapping new DEKs under version 1.
-    assert await _strongroom(monkeypatch, fx_hosts.a, "keys", "add-version") == 0
+    assert await run_strongroom(monkeypatch, fx_hosts.a, "keys", "add-version") == 0
     assert "staged KEK version 2" in capsys.readouterr().out
-    expected |= await _customers_with_contacts(crm, server_a, 2) | await _customers_with_contacts(crm, server_b, 2)
+    expected |= await customers_with_contacts(crm, server_a, 2) | await customers_with_contacts(crm, server_b, 2)
     assert await crm.kek_versions_in_use() == {1: 12}
 
     # Step 2: B gets the staged keyring. It now holds version 2, still current 1.
@@ -130,31 +54,31 @@ async def test_a_host_with_the_copied_keyring_reads_every_value_before_during_an
     status_b = await keys.key_status(crm.sessions, new_cipher(fx_hosts.b))
     assert (status_b.current_kek_version, status_b.staged_kek_versions) == (1, (2,))
     for reader in (server_b, new_cipher(fx_hosts.b)):
-        assert await _emails(crm, reader, list(expected)) == expected
+        assert await emails_of(crm, reader, list(expected)) == expected
 
     # Step 3, on A: activate and rewrap. An interrupted run leaves DEKs under both versions; B reads them all,
     # with a warm cache (a running server) and cold (a pod that starts now).
-    with pytest.raises(_StopAfterFirstBatch):
+    with pytest.raises(StopAfterFirstBatch):
         await keys.rotate_kek(crm.sessions, new_cipher(fx_hosts.a), to_version=2, batch_size=5,
-                              progress=_FirstBatchOnly())
+                              progress=FirstBatchOnly())
     assert await crm.kek_versions_in_use() == {1: 7, 2: 5}
     assert load_keyring_file(keyring_path(fx_hosts.a)).current_kek_version() == 2  # activated before the rewrap
     status_b = await keys.key_status(crm.sessions, new_cipher(fx_hosts.b))
     assert any(line.startswith("warning: 5 DEKs are wrapped under KEK version(s) 2, which this keyring holds only as "
                                "staged") for line in status_b.lines())
     for reader in (server_b, new_cipher(fx_hosts.b)):
-        assert await _emails(crm, reader, list(expected)) == expected
+        assert await emails_of(crm, reader, list(expected)) == expected
 
     # The run that finishes it (same command again), while B writes and reads.
     failures: list[str] = []
 
     async def write_on_b() -> None:
-        expected.update(await _customers_with_contacts(crm, server_b, 1))
+        expected.update(await customers_with_contacts(crm, server_b, 1))
 
     async def read_on_b() -> None:
         for reader in (server_b, new_cipher(fx_hosts.b)):
             wanted = dict(expected)
-            opened = await _emails(crm, reader, list(wanted))
+            opened = await emails_of(crm, reader, list(wanted))
             failures.extend(f"{contact_id}: {opened.get(contact_id)!r}" for contact_id, email in wanted.items()
                             if opened.get(contact_id) != email)
 
@@ -169,11 +93,11 @@ async def test_a_host_with_the_copied_keyring_reads_every_value_before_during_an
     # After: B's copy still names version 1 as current, so B's new DEKs went under 1 meanwhile. Once the activated
     # keyring is copied too, B wraps under 2, and a resumed rotation moves the rest.
     fx_hosts.copy_keyring_to_b()
-    expected |= await _customers_with_contacts(crm, server_b, 1)
+    expected |= await customers_with_contacts(crm, server_b, 1)
     await keys.rotate_kek(crm.sessions, new_cipher(fx_hosts.a), add_version=False)
     assert set(await crm.kek_versions_in_use()) == {2}
     for reader in (server_b, new_cipher(fx_hosts.b), new_cipher(fx_hosts.a)):
-        assert await _emails(crm, reader, list(expected)) == expected
+        assert await emails_of(crm, reader, list(expected)) == expected
     status_b = await keys.key_status(crm.sessions, new_cipher(fx_hosts.b))
     assert (status_b.current_kek_version, status_b.staged_kek_versions, status_b.older_kek_versions) == (2, (), (1,))
 
@@ -183,8 +107,8 @@ async def test_a_host_whose_copy_lacks_the_version_reads_undecryptable_never_wro
 ) -> None:
     crm = fx_hosts.crm
     warm_b = new_cipher(fx_hosts.b)
-    cached = await _customers_with_contacts(crm, warm_b, 2)  # B created these DEKs, so it holds them unwrapped
-    expected = await _customers_with_contacts(crm, crm.cipher, 4)
+    cached = await customers_with_contacts(crm, warm_b, 2)  # B created these DEKs, so it holds them unwrapped
+    expected = await customers_with_contacts(crm, crm.cipher, 4)
     customer_of_a = await crm.customer()
     async with serving(fx_hosts.b) as api_b:  # B's API: one contact a sales rep created there
         rep = await api_b.create_user(["sales_rep"])
@@ -196,17 +120,17 @@ async def test_a_host_whose_copy_lacks_the_version_reads_undecryptable_never_wro
         assert created.status_code == 201, created.text
 
     # The staging step is skipped: B's copy never receives version 2.
-    assert await _strongroom(monkeypatch, fx_hosts.a, "keys", "add-version") == 0
-    assert await _strongroom(monkeypatch, fx_hosts.a, "keys", "rotate", "--to-version", "2") == 0
+    assert await run_strongroom(monkeypatch, fx_hosts.a, "keys", "add-version") == 0
+    assert await run_strongroom(monkeypatch, fx_hosts.a, "keys", "rotate", "--to-version", "2") == 0
     assert set(await crm.kek_versions_in_use()) == {2}
     assert load_keyring_file(keyring_path(fx_hosts.b)).kek_versions() == (1,)
 
     cold_b = new_cipher(fx_hosts.b)  # a pod started with the old Secret
-    warnings = _Warnings()
+    warnings = LoggedWarnings()
     monkeypatch.setattr(field_cipher, "log", warnings)
-    assert await _emails(crm, cold_b, list(expected)) == dict.fromkeys(expected, UNDECRYPTABLE)
+    assert await emails_of(crm, cold_b, list(expected)) == dict.fromkeys(expected, UNDECRYPTABLE)
     assert [(event["kek_version"], event["held_versions"]) for event in warnings.events] == [(2, [1])]  # once
-    assert await _emails(crm, warm_b, list(cached)) == cached  # DEKs a running process unwrapped before still work
+    assert await emails_of(crm, warm_b, list(cached)) == cached  # DEKs a running process unwrapped before still work
     async with crm.sessions() as session:
         contacts_before = (await session.execute(select(func.count()).select_from(Contact))).scalar_one()
     with pytest.raises(UnknownKey, match="KEK version 2"):  # a write fails; nothing is sealed under another key
@@ -239,21 +163,14 @@ async def test_a_host_whose_copy_lacks_the_version_reads_undecryptable_never_wro
             Contact.name == "Wang Fang"))).scalar_one() == 0
 
     fx_hosts.copy_keyring_to_b()  # the step that was skipped: B reads everything again
-    assert await _emails(crm, new_cipher(fx_hosts.b), list(expected | cached)) == expected | cached
-
-
-async def _key_rotate_events(crm: Crm) -> list[dict[str, Any]]:
-    async with crm.sessions() as session:
-        bodies = (await session.execute(select(AuditPending.canonical).where(AuditPending.entity == "key")
-                                        .order_by(AuditPending.id))).scalars().all()
-    return [decode_event(bytes(body)) for body in bodies]
+    assert await emails_of(crm, new_cipher(fx_hosts.b), list(expected | cached)) == expected | cached
 
 
 async def test_cli_add_version_then_rotate_to_it_and_the_refusals(
     fx_hosts: Hosts, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     crm, host_a = fx_hosts.crm, fx_hosts.a
-    await _customers_with_contacts(crm, crm.cipher, 2)
+    await customers_with_contacts(crm, crm.cipher, 2)
     keyring_file = keyring_path(host_a)
 
     async def refused(*argv: str, environ: dict[str, str] | None = None) -> str:
@@ -266,8 +183,8 @@ async def test_cli_add_version_then_rotate_to_it_and_the_refusals(
         assert keyring_file.read_bytes() == before
         return captured.err
 
-    assert await _strongroom(monkeypatch, host_a, "keys", "add-version") == 0
-    assert await _strongroom(monkeypatch, host_a, "keys", "status") == 0
+    assert await run_strongroom(monkeypatch, host_a, "keys", "add-version") == 0
+    assert await run_strongroom(monkeypatch, host_a, "keys", "status") == 0
     out = capsys.readouterr().out
     assert "KEK: current version 1; older versions held: none; staged (held, not current): 2" in out
     assert "KEK version 2 is staged" in out
@@ -279,15 +196,15 @@ async def test_cli_add_version_then_rotate_to_it_and_the_refusals(
     assert "STRONGROOM_KEYRING is read-only" in err and from_environment[KEYRING_ENV] not in err
     assert await crm.kek_versions_in_use() == {1: 2}
 
-    assert await _strongroom(monkeypatch, host_a, "keys", "rotate", "--to-version", "2") == 0
+    assert await run_strongroom(monkeypatch, host_a, "keys", "rotate", "--to-version", "2") == 0
     out = capsys.readouterr().out
     assert "activated staged KEK version 2; rewrapped 2 DEKs" in out
     assert "replace every copy of the keyring with this file again" in out
     assert await crm.kek_versions_in_use() == {2: 2}
-    assert await _strongroom(monkeypatch, host_a, "keys", "rotate", "--to-version", "2") == 0  # again: resumes
+    assert await run_strongroom(monkeypatch, host_a, "keys", "rotate", "--to-version", "2") == 0  # again: resumes
     assert "KEK version 2; rewrapped 0 DEKs" in capsys.readouterr().out
     assert "older than the current version 2" in await refused("keys", "rotate", "--to-version", "1")
 
-    events = await _key_rotate_events(crm)
+    events = await key_events(crm)
     assert [(event["after"]["kek_version"], event["after"]["added_version"], event["after"]["activated_staged_version"],
              event["after"]["rewrapped"]) for event in events] == [(2, False, True, 2), (2, False, False, 0)]

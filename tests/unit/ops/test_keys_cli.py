@@ -1,4 +1,5 @@
-"""`strongroom keys add-version` and the options of `keys rotate`, as the console script runs them."""
+"""`strongroom keys add-version`, `keys discard-version` and the options of `keys rotate`, as the console script
+runs them."""
 
 from __future__ import annotations
 
@@ -60,13 +61,39 @@ def test_add_version_without_a_keyring_says_how_to_create_one(settings: Settings
     assert not keyring_path(settings).exists()
 
 
-@pytest.mark.parametrize("options", [["--to-version", "2", "--resume"], ["--to-version", "two"], ["--to-version"]])
-def test_rotate_options_that_do_not_parse_exit_2(settings: Settings, monkeypatch: pytest.MonkeyPatch,
-                                                 capsys: pytest.CaptureFixture[str], options: list[str]) -> None:
+@pytest.mark.parametrize("argv", [
+    ["rotate", "--to-version", "2", "--resume"], ["rotate", "--to-version", "two"], ["rotate", "--to-version"],
+    ["discard-version"], ["discard-version", "two"], ["discard-version", "2", "--force"],
+])
+def test_key_options_that_do_not_parse_exit_2(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
     ensure_keyring(settings)
     content = keyring_path(settings).read_bytes()
     with pytest.raises(SystemExit) as exited:
-        strongroom_cli(monkeypatch, settings, "keys", "rotate", *options)
+        strongroom_cli(monkeypatch, settings, "keys", *argv)
     assert exited.value.code == 2
     assert "Traceback" not in capsys.readouterr().err
     assert keyring_path(settings).read_bytes() == content
+
+
+def test_discard_version_without_a_keyring_says_how_to_create_one(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert strongroom_cli(monkeypatch, settings, "keys", "discard-version", "2") == 1
+    err = capsys.readouterr().err
+    assert err == (f"strongroom: keyring {keyring_path(settings)} not found; run `strongroom keys init` (or "
+                   "`strongroom init`) first\n")
+    assert not keyring_path(settings).exists()
+
+
+def test_discard_version_against_a_database_it_cannot_read_changes_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ensure_keyring(settings)
+    assert strongroom_cli(monkeypatch, settings, "keys", "add-version") == 0
+    content = keyring_path(settings).read_bytes()
+    capsys.readouterr()
+    assert strongroom_cli(monkeypatch, settings, "keys", "discard-version", "2") == 1  # the database is not migrated
+    err = capsys.readouterr().err
+    assert err == "strongroom: the database could not be read or written (OperationalError); nothing was discarded\n"
+    assert keyring_path(settings).read_bytes() == content
+

@@ -105,6 +105,22 @@ def test_rotation_rewraps_under_the_new_kek(keyring: Keyring) -> None:
         keyring.remove_kek_version(2)
 
 
+def test_a_discarded_staged_version_gives_its_number_to_a_new_key(keyring: Keyring) -> None:
+    dek, current = keyring.new_dek()
+    assert keyring.stage_kek_version() == 2
+    discarded = keyring.wrap_dek(dek, 2)
+    keyring.remove_kek_version(2)
+    assert (keyring.kek_versions(), keyring.current_kek_version(), keyring.staged_kek_versions()) == ((1,), 1, ())
+    with pytest.raises(UnknownKey):
+        keyring.unwrap_dek(discarded)
+    assert keyring.unwrap_dek(current).key == dek.key
+    assert keyring.stage_kek_version() == 2
+    with pytest.raises(DecryptionError, match="wrong KEK or altered"):  # the same number, another key
+        keyring.unwrap_dek(discarded)
+    with pytest.raises(KeyringError, match="not in the keyring"):
+        keyring.remove_kek_version(3)
+
+
 def test_a_staged_version_unwraps_but_nothing_is_wrapped_under_it(keyring: Keyring) -> None:
     dek, old = keyring.new_dek()
     assert keyring.stage_kek_version() == 2

@@ -13,6 +13,7 @@ import pytest
 from server.security.crypto import (
     KEYRING_ENV,
     DataKey,
+    DecryptionError,
     EnvKeyProvider,
     FileKeyProvider,
     KeyProvider,
@@ -192,6 +193,45 @@ def test_an_old_format_keyring_file_loads_unchanged(keyring_path: Path) -> None:
     assert (staged["version"], staged["current_kek_version"], sorted(staged["keks"])) == (1, 2, ["1", "2", "3"])
 
 
+def test_discarding_a_staged_version_rewrites_the_file_0600_and_keeps_the_rest(keyring_path: Path) -> None:
+    provider = create_keyring_file(keyring_path)
+    before = json.loads(keyring_path.read_text())
+    assert provider.stage_kek_version() == 2
+    keyring_path.chmod(0o400)  # accepted on load; the rewrite is 0600 like every keyring write
+    provider.remove_kek_version(2)
+    assert stat.S_IMODE(keyring_path.stat().st_mode) == 0o600
+    assert json.loads(keyring_path.read_text()) == before  # the same document as before the staging
+    assert FileKeyProvider(keyring_path).kek_versions() == (1,)
+    with pytest.raises(KeyringError, match="current"):
+        provider.remove_kek_version(1)
+    assert json.loads(keyring_path.read_text()) == before
+
+
+def test_a_process_that_loaded_a_discarded_staged_version_rereads_the_replaced_file(keyring_path: Path) -> None:
+    custodian = create_keyring_file(keyring_path)
+    assert custodian.stage_kek_version() == 2
+    server = FileKeyProvider(keyring_path)  # a serving process that loaded the staged version 2
+    custodian.remove_kek_version(2)
+    assert custodian.stage_kek_version() == 2  # the number is given to a new key
+    assert custodian.activate_kek_version(2)
+    dek, wrapped = custodian.keyring.new_dek()
+    assert wrapped.kek_version == 2
+    # The discarded key does not unwrap it; the server notices that its file was replaced and reads it again.
+    assert server.unwrap_dek(wrapped).key == dek.key
+    assert server.current_kek_version() == 2
+
+
+def test_a_failing_unwrap_under_a_held_version_does_not_reread_an_unchanged_file(keyring_path: Path) -> None:
+    provider = create_keyring_file(keyring_path)
+    foreign = Keyring.generate()  # another deployment's KEK version 1
+    _dek, wrapped = foreign.new_dek()
+    reads: list[Path] = []
+    provider.reload = lambda: reads.append(keyring_path)  # type: ignore[method-assign]
+    with pytest.raises(DecryptionError, match="wrong KEK or altered"):
+        provider.unwrap_dek(wrapped)
+    assert reads == []
+
+
 def test_rewrap_and_retire_through_the_file(keyring_path: Path) -> None:
     provider = create_keyring_file(keyring_path)
     dek = provider.keyring.new_dek()[0]
@@ -249,6 +289,8 @@ def test_env_provider_is_read_only() -> None:
         provider.stage_kek_version()
     with pytest.raises(KeyringError, match="read-only"):
         provider.activate_kek_version(1)
+    with pytest.raises(KeyringError, match="read-only"):
+        provider.remove_kek_version(1)
 
 
 def test_env_provider_reads_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
