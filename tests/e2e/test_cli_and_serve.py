@@ -139,6 +139,31 @@ def test_demo_then_erase_from_the_command_line(fx_env: dict[str, str]) -> None:
     assert refused.returncode == 2  # no --yes: nothing happens
     erased = _run(fx_env, "erase", customer_id, "--legal-basis", "GDPR Art. 17 test", "--yes")
     assert erased.returncode == 0, erased.stderr
+
+    async def erase_events() -> list[str]:
+        engine = create_engine(load_settings(fx_env).resolved_database_url)
+        try:
+            async with engine.connect() as connection:
+                return [str(row[0]) for row in await connection.execute(text(
+                    "SELECT outcome FROM audit_events WHERE action = 'erase' AND entity_id = :id"),
+                    {"id": customer_id})]
+        finally:
+            await engine.dispose()
+
     verified = _run(fx_env, "audit", "verify")
     assert verified.returncode == 0, verified.stdout
     assert "intact" in verified.stdout
+    # The command goes through the erasure service: one `erase` event about the customer, in the chain.
+    assert asyncio.run(erase_events()) == ["ok"]
+
+
+def test_output_into_a_closed_pipe_ends_quietly(fx_env: dict[str, str]) -> None:
+    """`strongroom keys status | head -1`: the reader goes away early; no traceback on the terminal."""
+    assert _run(fx_env, "init").returncode == 0
+    status = subprocess.Popen([*STRONGROOM, "keys", "status"], env=fx_env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert status.stdout is not None and status.stderr is not None
+    status.stdout.close()  # before the command has written anything: every write meets a closed pipe
+    errors = status.stderr.read().decode()
+    assert status.wait(timeout=60) == 1
+    assert "Traceback" not in errors and "BrokenPipeError" not in errors, errors
