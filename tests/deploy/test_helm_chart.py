@@ -786,6 +786,34 @@ def test_network_policy_admits_only_the_ingress_controller_and_reaches_only_dns_
     assert server["spec"]["podSelector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, and matchExpressions with operator In) selects ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("set_name", [name for name, values in VALUE_SETS.items()
+                                      if values.get("networkPolicy", {}).get("enabled", True)])
+def test_every_pod_the_chart_runs_is_under_a_network_policy(set_name: str) -> None:
+    """A pod no NetworkPolicy selects may reach anything: every Deployment, Job and CronJob pod must be selected."""
+    objects = render(set_name)
+    selectors = [policy["spec"]["podSelector"] for policy in by_kind(objects, "NetworkPolicy")]
+    for obj in objects:
+        if obj["kind"] == "CronJob":
+            template = obj["spec"]["jobTemplate"]["spec"]["template"]
+        elif obj["kind"] in {"Deployment", "Job"}:
+            template = obj["spec"]["template"]
+        else:
+            continue
+        labels = template["metadata"]["labels"]
+        assert any(_selects(selector, labels) for selector in selectors), f"{obj['kind']}/{obj['metadata']['name']}"
+
+
 def test_network_policy_for_an_external_database() -> None:
     policies = by_kind(render("external-postgresql"), "NetworkPolicy")
     assert len(policies) == 2
