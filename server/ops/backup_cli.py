@@ -3,8 +3,8 @@
 ``add_backup_commands(commands)`` registers them on the ``strongroom`` parser's subparsers. Exit codes: 0 done
 (verify: the backup is good), 1 the backup is bad or cannot be restored here (altered, truncated, newer schema,
 another backup key; an audit archive file that could not be copied, or put back), 2 usage or I/O (missing file,
-keys or tools, unreachable database, missing privilege). Progress goes to standard error; the result to standard
-output.
+keys or tools, unreachable database, missing privilege; for ``verify --latest``, no database backup in the
+directory). Progress goes to standard error; the result to standard output.
 """
 
 from __future__ import annotations
@@ -64,16 +64,30 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
 
 def _verify(settings: Settings, args: argparse.Namespace) -> int:
     from server.ops.backup.archive_recovery import is_archive_copy, verify_archive_copy
+    from server.ops.backup.latest import find_latest_backup
     from server.ops.backup.verify import verify_backup
 
-    if is_archive_copy(args.file):
+    if args.dir is not None and not args.latest:
+        print("strongroom: --dir goes with --latest (FILE names its own directory)", file=sys.stderr)
+        return EXIT_USAGE
+    target: str | Path = args.file
+    if args.latest:
+        directory = Path(args.dir) if args.dir else None
+        latest = _run(lambda: find_latest_backup(settings, directory))
+        for path, why in latest.skipped:
+            print(f"strongroom: warning: {path.name} passed over: {why}", file=sys.stderr)
+        made = (f"made {latest.created_at:%Y-%m-%d %H:%M:%SZ}" if latest.authenticated
+                else f"named for {latest.created_at:%Y-%m-%d %H:%M:%SZ}; its manifest does not authenticate")
+        print(f"newest backup: {latest.backup} ({made})")
+        target = latest.backup
+    elif is_archive_copy(args.file):
         copy = _run(lambda: verify_archive_copy(settings, args.file, progress=_progress(args)))
         archive = copy.manifest
         print(f"archive copy OK: {copy.path.name}: checksum and manifest match; decrypts to audit archive "
               f"{archive.archive} (events {archive.first_seq}..{archive.last_seq}, sha256 {archive.archive_sha256})")
         return EXIT_OK
     scratch = Path(args.scratch_dir) if args.scratch_dir else None
-    report = _run(lambda: verify_backup(settings, args.file, progress=_progress(args), scratch_dir=scratch))
+    report = _run(lambda: verify_backup(settings, target, progress=_progress(args), scratch_dir=scratch))
     print(f"backup OK: {report.backup.name}: checksum, manifest and schema {report.manifest.schema_revision} match; "
           f"{report.trail_detail}" + (f"; {report.pending_sealed} pending events sealed in the scratch copy"
                                       if report.pending_sealed else "")
@@ -194,8 +208,16 @@ def add_backup_commands(commands: Any) -> None:
     create.set_defaults(keep_daily=None, keep_weekly=None, keep_monthly=None)
 
     verify = common(actions.add_parser(
-        "verify", help="check manifest and checksum, restore into a scratch database, verify schema and audit chain"))
-    verify.add_argument("file", help="the backup file or an audit archive copy (or its .manifest.json)")
+        "verify", help="check manifest and checksum, restore into a scratch database, verify schema and audit chain "
+                       "(of FILE, or of the newest backup with --latest)"))
+    which = verify.add_mutually_exclusive_group(required=True)
+    which.add_argument("file", nargs="?", metavar="FILE",
+                       help="the backup file or an audit archive copy (or its .manifest.json)")
+    which.add_argument("--latest", action="store_true",
+                       help="instead of FILE: the newest database backup (by its authenticated manifest) in the "
+                            "backup directory; exit 2 if there is none")
+    verify.add_argument("--dir", help="with --latest: the backup directory (default STRONGROOM_BACKUP_DIR, "
+                                      "<data_dir>/backups)")
     verify.add_argument("--scratch-dir", help="where an SQLite backup is decrypted (default: the temp directory)")
 
     restore = common(actions.add_parser(

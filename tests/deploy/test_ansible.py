@@ -147,19 +147,28 @@ def test_postgresql_hosts_get_the_client_tools_backups_run() -> None:
 
 
 def test_pg_hba_admits_the_owner_and_the_runtime_role() -> None:
-    """Both logins come from the application hosts: the owner to migrate, the runtime role to serve."""
+    """Both logins come from the application hosts: the owner to migrate, the runtime role to serve; with
+    strongroom_postgresql_owner_createdb the owner also to any database (backup verify's scratch databases)."""
     tasks = yaml.safe_load((ANSIBLE_DIR / "roles" / "strongroom" / "tasks" / "database.yml").read_text())
     (access,) = [task for task in tasks if "block" in task]
     (hba,) = [task for task in access["block"] if "ansible.builtin.blockinfile" in task]
-    variables = {"strongroom_postgresql_hba_type": "hostssl", "strongroom_postgresql_db": "crm",
-                 "strongroom_postgresql_user": "crm_owner", "strongroom_postgresql_runtime_user": "crm_web",
-                 "strongroom_postgresql_allowed_clients": ["10.40.0.0/24", "10.41.0.7/32"]}
-    variables["strongroom__pg_users"] = jinja2.Template(hba["vars"]["strongroom__pg_users"]).render(variables)
-    block = jinja2.Template(hba["ansible.builtin.blockinfile"]["block"], trim_blocks=True).render(variables)
-    assert [line.split() for line in block.splitlines() if line.strip()] == [
+    environment = jinja2.Environment(trim_blocks=True, autoescape=False)
+    environment.filters["bool"] = lambda value: str(value).lower() in {"true", "yes", "1"}
+    per_client = [
         ["hostssl", "crm", "crm_owner,crm_web", "10.40.0.0/24", "scram-sha-256"],
         ["hostssl", "crm", "crm_owner,crm_web", "10.41.0.7/32", "scram-sha-256"],
     ]
+    for createdb, expected in ((False, per_client), (True, [*per_client, [
+            "hostssl", "all", "crm_owner", "10.40.0.0/24", "scram-sha-256"],
+            ["hostssl", "all", "crm_owner", "10.41.0.7/32", "scram-sha-256"]])):
+        variables = {"strongroom_postgresql_hba_type": "hostssl", "strongroom_postgresql_db": "crm",
+                     "strongroom_postgresql_user": "crm_owner", "strongroom_postgresql_runtime_user": "crm_web",
+                     "strongroom_postgresql_allowed_clients": ["10.40.0.0/24", "10.41.0.7/32"],
+                     "strongroom_postgresql_owner_createdb": createdb}
+        variables["strongroom__pg_users"] = environment.from_string(hba["vars"]["strongroom__pg_users"]).render(
+            variables)
+        block = environment.from_string(hba["ansible.builtin.blockinfile"]["block"]).render(variables)
+        assert [line.split() for line in block.splitlines() if line.strip()] == expected, createdb
 
 
 def test_only_builtin_modules_are_used() -> None:
@@ -471,7 +480,10 @@ def fx_deployment(
         "strongroom_db_backend": backend,
         "strongroom_audit_archive_enabled": True,
         "strongroom_audit_archive_credential": str(root / "etc/credstore/strongroom-owner-database-url"),
+        "strongroom_backup_verify_enabled": True,
     }
+    if backend == "sqlite":  # PostgreSQL backups are checked in a scratch database, not in a directory
+        variables["strongroom_backup_verify_scratch_dir"] = str(root / "var/tmp/strongroom-verify")
     built = sorted((fx_workspace / "controller-build").glob("strongroom-*.whl"))
     if built:  # the first scenario's build: this one takes the strongroom_wheel_src path instead
         variables["strongroom_wheel_src"] = str(built[-1])
@@ -607,6 +619,45 @@ def test_backup_service_and_timer(fx_deployment: Deployment) -> None:
     assert timer["Install"]["WantedBy"] == ["timers.target"]
 
 
+def _job_command(deployment: Deployment, unit: dict[str, list[str]]) -> tuple[list[str], dict[str, str]]:
+    """A oneshot unit's ExecStart and environment as systemd would run it, its credential where systemd puts it."""
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("STRONGROOM_")}
+    environment["STRONGROOM_CONFIG"] = unit["Environment"][0].split("=", 1)[1]
+    (exec_start,) = unit["ExecStart"]
+    if "LoadCredential" in unit:
+        (load,) = unit["LoadCredential"]
+        name, source = load.split(":", 1)
+        credentials = Path(tempfile.mkdtemp(dir=deployment.root))  # a path the service user can reach
+        shutil.copy(source, credentials / name)
+        shutil.chown(credentials / name, SERVICE_USER, SERVICE_USER)
+        shutil.chown(credentials, SERVICE_USER, SERVICE_USER)
+        environment["CREDENTIALS_DIRECTORY"] = str(credentials)
+    return shlex.split(exec_start.replace("$$", "$")), environment
+
+
+def _run_as_service_user(deployment: Deployment, command: list[str],
+                         environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", SERVICE_USER, "--", *command], env=environment, capture_output=True,
+                          text=True, timeout=300, check=False, cwd=deployment.variables["strongroom_data_dir"])
+
+
+def _owner_credential_problems(deployment: Deployment, unit: dict[str, list[str]], credential: Path) -> list[str]:
+    """What is wrong with how ``unit`` gets the schema owner's URL (PostgreSQL): from ``credential``, root-only."""
+    variables = deployment.variables
+    expected_url = (f"postgresql+asyncpg://{variables['strongroom_postgresql_user']}:"
+                    f"{urllib.parse.quote(variables['strongroom_postgresql_password'], safe='')}@"
+                    f"{variables['strongroom_postgresql_host']}:{variables['strongroom_postgresql_port']}/"
+                    f"{variables['strongroom_postgresql_db']}")
+    problems = []
+    if unit.get("LoadCredential") != [f"owner-database-url:{credential}"]:
+        problems.append(f"LoadCredential= is {unit.get('LoadCredential')}")
+    if _owner(credential) != ("root", "root", 0o600) or _owner(credential.parent) != ("root", "root", 0o700):
+        problems.append(f"{credential} or its directory is not root-only")
+    if credential.read_text() != expected_url:
+        problems.append(f"{credential} does not hold the owner's URL")
+    return problems
+
+
 def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_deployment: Deployment) -> None:
     """The timer's unit archives with the schema owner's rights on PostgreSQL (the runtime role in config.toml
     may not), from a credential only root reads on disk; the command it runs works as the service user."""
@@ -617,41 +668,76 @@ def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_depl
     timer = _parse_unit(systemd_dir / "strongroom-audit-archive.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == ["timers.target"]
     strongroom = fx_deployment.path("strongroom_prefix") / "venv" / "bin" / "strongroom"
-    environment = {key: value for key, value in os.environ.items() if not key.startswith("STRONGROOM_")}
-    environment["STRONGROOM_CONFIG"] = unit["Environment"][0].split("=", 1)[1]
     credential = Path(fx_deployment.variables["strongroom_audit_archive_credential"])
+    command, environment = _job_command(fx_deployment, unit)
     if fx_deployment.backend == "sqlite":
         assert unit["ExecStart"] == [f"{strongroom} audit archive"]
         assert "LoadCredential" not in unit and not credential.exists()
-        command = [str(strongroom), "audit", "archive"]
     else:
-        assert unit["LoadCredential"] == [f"owner-database-url:{credential}"]
-        assert _owner(credential) == ("root", "root", 0o600)
-        assert _owner(credential.parent) == ("root", "root", 0o700)
-        variables = fx_deployment.variables
-        assert credential.read_text() == (
-            f"postgresql+asyncpg://{variables['strongroom_postgresql_user']}:"
-            f"{urllib.parse.quote(variables['strongroom_postgresql_password'], safe='')}@"
-            f"{variables['strongroom_postgresql_host']}:{variables['strongroom_postgresql_port']}/"
-            f"{variables['strongroom_postgresql_db']}")
-        # What systemd does: the credential copied where the unit (and only it) reads it.
-        credentials = Path(tempfile.mkdtemp(dir=fx_deployment.root))  # a path the service user can reach
-        shutil.copy(credential, credentials / "owner-database-url")
-        shutil.chown(credentials / "owner-database-url", SERVICE_USER, SERVICE_USER)
-        shutil.chown(credentials, SERVICE_USER, SERVICE_USER)
-        environment["CREDENTIALS_DIRECTORY"] = str(credentials)
-        (exec_start,) = unit["ExecStart"]
-        command = shlex.split(exec_start.replace("$$", "$"))
+        assert _owner_credential_problems(fx_deployment, unit, credential) == []
         # Without the credential, as config.toml's runtime login, the same command is refused before it writes.
-        refused = subprocess.run(["runuser", "-u", SERVICE_USER, "--", str(strongroom), "audit", "archive"],
-                                 env={k: v for k, v in environment.items() if k != "CREDENTIALS_DIRECTORY"},
-                                 capture_output=True, text=True, timeout=300, check=False)
+        runtime = {key: value for key, value in environment.items() if key != "CREDENTIALS_DIRECTORY"}
+        refused = _run_as_service_user(fx_deployment, [str(strongroom), "audit", "archive"], runtime)
         assert refused.returncode == 1 and "only the schema owner may record an archive" in refused.stderr
-    result = subprocess.run(["runuser", "-u", SERVICE_USER, "--", *command], env=environment, capture_output=True,
-                            text=True, timeout=300, check=False,
-                            cwd=fx_deployment.variables["strongroom_data_dir"])
+    result = _run_as_service_user(fx_deployment, command, environment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing more to archive" in result.stdout
+
+
+def test_backup_verify_job_proves_the_newest_backup(fx_deployment: Deployment) -> None:
+    """The weekly unit verifies the newest backup in the backup directory (on PostgreSQL as the schema owner, whom
+    the database play gave CREATEDB, from the archive job's credential): exit 2 before any backup, 0 after one."""
+    variables = fx_deployment.variables
+    systemd_dir = fx_deployment.path("strongroom_systemd_dir")
+    unit = _parse_unit(systemd_dir / "strongroom-backup-verify.service")
+    service = unit["Service"]
+    assert service["Type"] == ["oneshot"] and service["User"] == [SERVICE_USER]
+    assert service["Environment"] == [f"STRONGROOM_CONFIG={fx_deployment.path('strongroom_etc_dir')}/config.toml"]
+    assert "strongroom-backup.service" in unit["Unit"]["After"][0].split()
+    for key, value in REQUIRED_HARDENING.items():
+        assert service.get(key) == [value], f"{key}= is {service.get(key)}, expected {value!r}"
+    timer = _parse_unit(systemd_dir / "strongroom-backup-verify.timer")
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles" / "strongroom" / "defaults" / "main.yml").read_text())
+    assert timer["Timer"]["OnCalendar"] == [defaults["strongroom_backup_verify_on_calendar"]] == ["Sun *-*-* 04:30:00"]
+    assert timer["Timer"]["Persistent"] == ["true"] and timer["Install"]["WantedBy"] == ["timers.target"]
+
+    strongroom = fx_deployment.path("strongroom_prefix") / "venv" / "bin" / "strongroom"
+    backups = variables["strongroom_backup_dir"]
+    verify = f"{strongroom} backup verify --latest --dir {backups}"
+    scratch = variables.get("strongroom_backup_verify_scratch_dir")
+    if fx_deployment.backend == "sqlite":
+        assert service["ExecStart"] == [f"{verify} --scratch-dir {scratch}"]
+        assert "LoadCredential" not in service
+        assert service["ReadWritePaths"] == [f"{variables['strongroom_data_dir']} {scratch}"]
+        assert _owner(Path(scratch)) == (SERVICE_USER, SERVICE_USER, 0o700)
+    else:
+        assert verify in service["ExecStart"][0]
+        credential = Path(variables["strongroom_audit_archive_credential"])  # shared by default: one copy on disk
+        assert _owner_credential_problems(fx_deployment, service, credential) == []
+        assert service["ReadWritePaths"] == [variables["strongroom_data_dir"]]
+        name = variables["strongroom_postgresql_db"]
+        assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{name}'") == "t"
+    command, environment = _job_command(fx_deployment, service)
+    assert not list(Path(backups).glob("*.srbk")), "the deployment took no backup yet"
+    nothing = _run_as_service_user(fx_deployment, command, environment)
+    assert nothing.returncode == 2 and f"no database backup to verify in {backups}" in nothing.stderr, nothing.stderr
+
+    # A backup as the backup timer takes it (the runtime role), then the verification job.
+    backup_unit = _parse_unit(systemd_dir / "strongroom-backup.service")["Service"]
+    created = _run_as_service_user(fx_deployment, *_job_command(fx_deployment, backup_unit))
+    assert created.returncode == 0, created.stdout + created.stderr
+    (backup,) = Path(backups).glob("strongroom-*.srbk")
+    result = _run_as_service_user(fx_deployment, command, environment)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"newest backup: {backup} (made " in result.stdout and f"backup OK: {backup.name}" in result.stdout
+    if scratch:
+        assert list(Path(scratch).iterdir()) == [], "the decrypted copy was left behind"
+    if fx_deployment.backend == "postgresql":
+        # config.toml's runtime login may not create the scratch database: the job needs the owner.
+        runtime = {key: value for key, value in environment.items() if key != "CREDENTIALS_DIRECTORY"}
+        refused = _run_as_service_user(fx_deployment, [str(strongroom), "backup", "verify", "--latest", "--dir",
+                                                       backups, "--quiet"], runtime)
+        assert refused.returncode == 2 and "CREATEDB" in refused.stderr, refused.stderr
 
 
 def test_units_pass_systemd_analyze_verify(fx_deployment: Deployment) -> None:
@@ -661,7 +747,8 @@ def test_units_pass_systemd_analyze_verify(fx_deployment: Deployment) -> None:
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     units = [str(systemd_dir / name) for name in ("strongroom.service", "strongroom-backup.service",
                                                    "strongroom-backup.timer", "strongroom-audit-archive.service",
-                                                   "strongroom-audit-archive.timer")]
+                                                   "strongroom-audit-archive.timer", "strongroom-backup-verify.service",
+                                                   "strongroom-backup-verify.timer")]
     result = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60,
                             check=False)
     # Without systemd as PID 1 some environments print notes about the missing manager; errors in *our*
@@ -747,6 +834,9 @@ def test_postgresql_role_and_database(fx_deployment: Deployment) -> None:
         assert _psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{role}'").startswith("SCRAM-SHA-256$")
     assert _psql(f"SELECT has_database_privilege('public', '{name}', 'CONNECT')") == "f"
     assert _psql(f"SELECT pg_has_role('{runtime}', 'strongroom_app', 'USAGE')") == "t"
+    # backup verification is on: the owner may create its scratch databases, the runtime role still may not.
+    assert _psql(f"SELECT rolname, rolcreatedb FROM pg_roles WHERE rolname IN ('{name}', '{runtime}') "
+                 "ORDER BY rolname").splitlines() == [f"{name}|t", f"{runtime}|f"]
     # The migration ran as the owner (the runtime role cannot create tables).
     assert _psql("SELECT tableowner FROM pg_tables WHERE tablename = 'audit_events'", database=name) == name
 
@@ -783,6 +873,38 @@ def test_reverse_proxy_logs_and_journal(fx_deployment: Deployment) -> None:
         assert result.returncode == 0, result.stdout + result.stderr
     journald = (fx_deployment.path("strongroom_journald_dir") / "50-strongroom.conf").read_text()
     assert "Storage=persistent" in journald and "SystemMaxUse=" in journald
+
+
+def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deployment) -> None:
+    """Off after on: the role removes the verification units (stopping the timer first where it manages systemd)
+    and leaves the rest, the archive job's credential included; on again, they are back. Runs the playbook twice
+    more, with the deployment's own inventory, and leaves the deployment as it found it."""
+    systemd_dir = fx_deployment.path("strongroom_systemd_dir")
+    verify_units = [systemd_dir / "strongroom-backup-verify.service", systemd_dir / "strongroom-backup-verify.timer"]
+    others = sorted(path for path in systemd_dir.iterdir() if path.is_file() and path not in verify_units)
+    assert all(unit.is_file() for unit in verify_units) and len(others) == 5
+    inventory = fx_deployment.root / "inventory.json"
+    off = fx_deployment.root / "extra-vars-verify-off.json"
+    off.write_text(json.dumps({**fx_deployment.variables, "strongroom_backup_verify_enabled": False}))
+    off.chmod(0o600)
+    runs = Deployment(backend=fx_deployment.backend, root=fx_deployment.root, variables=fx_deployment.variables)
+
+    turned_off = _run_playbook(runs, inventory, off)
+    assert "strongroom : Remove the backup verification service and timer" in _changed_tasks(turned_off.stdout)
+    assert not any(unit.exists() for unit in verify_units)
+    assert sorted(path for path in systemd_dir.iterdir() if path.is_file()) == others
+    if fx_deployment.backend == "postgresql":
+        assert Path(fx_deployment.variables["strongroom_audit_archive_credential"]).is_file()  # still the archive's
+        owner = fx_deployment.variables["strongroom_postgresql_user"]
+        assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{owner}'") == "t"  # never revoked
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        result = subprocess.run([analyze, "verify", "--man=no", *map(str, others)], capture_output=True, text=True,
+                                timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+
+    _run_playbook(runs, inventory, fx_deployment.root / "extra-vars.json")
+    assert all(unit.is_file() for unit in verify_units)
 
 
 # ------------------------------------------------------------------------- the database play on its own
@@ -868,6 +990,9 @@ def test_database_play_creates_the_roles_once(fx_database_play: DatabasePlay) ->
     runtime = fx_database_play.variables["strongroom_postgresql_runtime_user"]
     assert _psql(f"SELECT rolcanlogin, rolinherit, rolsuper OR rolcreaterole OR rolcreatedb OR rolbypassrls "
                  f"FROM pg_roles WHERE rolname = '{runtime}'") == "t|t|f"
+    # Backup verification is off (the default): the owner gets no CREATEDB either.
+    owner = fx_database_play.variables["strongroom_postgresql_user"]
+    assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{owner}'") == "f"
     assert _psql(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{runtime}'").startswith("SCRAM-SHA-256$")
     assert _psql(f"SELECT pg_has_role('{runtime}', 'strongroom_app', 'USAGE'), "
                  f"pg_has_role('{runtime}', '{fx_database_play.variables['strongroom_postgresql_user']}', 'MEMBER')"

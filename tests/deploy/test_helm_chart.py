@@ -90,10 +90,20 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "auditFiles": {"existingClaim": "crm-audit-files"},
         "config": {"log_level": "INFO", "audit_retention_days": 2190, "audit_archive_max_events": 500000},
     },
+    "backup-verify": {
+        "backupVerify": {"enabled": True, "schedule": "15 6 * * 1"},
+        "backup": {"timeZone": "Europe/Berlin"},
+        "database": {"existingSecret": "crm-db-owner", "existingSecretKey": "OWNER_URL"},
+    },
+    "backup-verify-existing-claim": {
+        "backupVerify": {"enabled": True, "timeZone": "Asia/Shanghai"},
+        "backup": {"enabled": False, "persistence": {"existingClaim": "crm-backups"}},
+    },
     "restore": {
         "restore": {"file": "strongroom-20261207T020000Z-1a2b3c.srbk"},
         "autoscaling": {"enabled": True},
         "auditArchive": {"enabled": True, "schedule": "30 1 * * *"},
+        "backupVerify": {"enabled": True},
     },
     "single-replica-minimal": {
         "replicaCount": 1,
@@ -279,7 +289,9 @@ def test_every_pod_is_non_root_read_only_and_unprivileged(set_name: str) -> None
     restoring = values.get("restore", {}).get("file")
     if values.get("migrations", {}).get("enabled", True) or restoring:
         expected.add("Job")
-    if values.get("backup", {}).get("enabled", True) and not restoring:
+    scheduled = [values.get("backup", {}).get("enabled", True), values.get("auditArchive", {}).get("enabled", False),
+                 values.get("backupVerify", {}).get("enabled", False)]
+    if any(scheduled) and not restoring:
         expected.add("CronJob")
     assert {key.split("/")[0] for key in specs} == expected
     for key, spec in specs.items():
@@ -322,7 +334,8 @@ def database_logins(objects: list[dict[str, Any]], values: dict[str, Any]) -> di
 @pytest.mark.parametrize("set_name", VALUE_SETS)
 def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> None:
     """The owner can disable the audit triggers: the server and the backup job log in as the runtime role; only the
-    migration hook and the audit archive job (which deletes archived events) as the owner."""
+    migration hook, the audit archive job (which deletes archived events) and the backup verification job (which
+    creates a scratch database) as the owner."""
     values = VALUE_SETS[set_name]
     logins = database_logins(render(set_name), values)
     expected = {f"Deployment/{RELEASE}/strongroom": "runtime"}
@@ -333,6 +346,8 @@ def test_only_the_migration_hook_logs_in_as_the_schema_owner(set_name: str) -> N
         expected[f"CronJob/{RELEASE}-backup/backup"] = "runtime"
     if values.get("auditArchive", {}).get("enabled", False) and not restoring:
         expected[f"CronJob/{RELEASE}-audit-archive/audit-archive"] = "owner"
+    if values.get("backupVerify", {}).get("enabled", False) and not restoring:
+        expected[f"CronJob/{RELEASE}-backup-verify/backup-verify"] = "owner"
     if restoring:
         (job,) = [name for name in pod_specs(render(set_name)) if name.startswith(f"Job/{RELEASE}-restore-")]
         expected[f"{job}/restore"] = "owner"
@@ -608,6 +623,66 @@ def test_audit_archive_job_runs_as_the_owner_onto_the_audit_claim(tmp_path: Path
     assert archive_jobs and all(len(name) <= 52 for name in archive_jobs)
 
 
+def test_backup_verify_job_runs_as_the_owner_with_the_backups_read_only() -> None:
+    """backupVerify: weekly by default, `backup verify --latest` on the backups claim (the backup job's, mounted
+    read-only) as the schema owner from database.existingSecret, with the keys; no ledger or audit files."""
+    values = VALUE_SETS["backup-verify"]
+    objects = render("backup-verify")
+    cronjobs = {c["metadata"]["name"]: c for c in by_kind(objects, "CronJob")}
+    cronjob = cronjobs[f"{RELEASE}-backup-verify"]
+    assert cronjob["spec"]["schedule"] == "15 6 * * 1"
+    assert cronjob["spec"]["timeZone"] == "Europe/Berlin"  # the backup's, unless backupVerify.timeZone is set
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0  # a bad backup fails the Job at once
+    spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    assert container["command"] + container["args"] == ["strongroom", "backup", "verify", "--latest", "--dir",
+                                                         "/backups"]
+    assert env_of(container)["STRONGROOM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "crm-db-owner", "key": "OWNER_URL"}
+    backup = cronjobs[f"{RELEASE}-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    backup_claim, backup_mount = _mounted_claim(backup, backup["containers"][0], "/backups")
+    claim, mount = _mounted_claim(spec, container, "/backups")
+    assert claim == backup_claim and backup_mount.get("readOnly") is not True and mount["readOnly"] is True
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert KEYS_DIR in mounts and mounts[KEYS_DIR]["readOnly"] is True
+    env = env_of(container)
+    for unneeded in (env["STRONGROOM_ERASURE_LEDGER_PATH"]["value"], env["STRONGROOM_AUDIT_ARCHIVE_DIR"]["value"]):
+        assert not any(Path(path) in Path(unneeded).parents for path in mounts), unneeded
+    assert {m["mountPath"] for m in container["volumeMounts"] if not m.get("readOnly")} == {
+        "/tmp", "/var/lib/strongroom"}  # scratch emptyDirs only: the backup streams into the scratch database
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {backup_claim}
+
+    # Off by default; an existing claim is enough without the backup job, and nothing to read is an error.
+    assert f"CronJob/{RELEASE}-backup-verify" not in pod_specs(render("defaults"))
+    existing = {c["metadata"]["name"]: c for c in by_kind(render("backup-verify-existing-claim"), "CronJob")}
+    assert list(existing) == [f"{RELEASE}-backup-verify"]
+    assert existing[f"{RELEASE}-backup-verify"]["spec"]["timeZone"] == "Asia/Shanghai"
+    other = existing[f"{RELEASE}-backup-verify"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert _mounted_claim(other, other["containers"][0], "/backups")[0] == "crm-backups"
+    with helm.Chart.load(CHART_DIR) as loaded:
+        with pytest.raises(helm.HelmError, match=r"backupVerify\.enabled needs the backups claim"):
+            loaded.render({"backupVerify": {"enabled": True}, "backup": {"enabled": False}}, name=RELEASE,
+                          namespace=NAMESPACE)
+        # Long names stay within a CronJob's 52 characters.
+        long = loaded.render(values, name="x" * 53, namespace=NAMESPACE, is_install=True)
+        notes = next(text for path, text in loaded.render(values, name=RELEASE, namespace=NAMESPACE).items()
+                     if path.endswith("NOTES.txt"))
+    names = [doc["metadata"]["name"] for path, text in long.items() if path.endswith(".yaml")
+             for doc in yaml.safe_load_all(text) if doc and doc.get("kind") == "CronJob"]
+    verify_jobs = [name for name in names if name.endswith("-backup-verify")]
+    assert verify_jobs and all(len(name) <= 52 for name in verify_jobs)
+    assert f"CronJob {RELEASE}-backup-verify" in notes and "CREATEDB" in notes
+    # Its pods get the Job pods' NetworkPolicy: no way in, DNS and the database out.
+    jobs_policy = next(p for p in by_kind(objects, "NetworkPolicy") if p["metadata"]["name"] == f"{RELEASE}-jobs")
+    (component,) = [e for e in jobs_policy["spec"]["podSelector"]["matchExpressions"]
+                    if e["key"] == "app.kubernetes.io/component"]
+    assert "backup-verify" in component["values"]
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"][
+        "app.kubernetes.io/component"] == "backup-verify"
+
+
 def test_a_restore_runs_as_the_owner_while_no_server_runs() -> None:
     """restore.file: the servers scaled to 0 (no HPA to scale them back, no scheduled job writing), and one Job per
     file running `backup restore` as the owner with the claims a restore writes to."""
@@ -711,6 +786,34 @@ def test_network_policy_admits_only_the_ingress_controller_and_reaches_only_dns_
     assert server["spec"]["podSelector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
 
 
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """Whether a label selector (matchLabels, and matchExpressions with operator In) selects ``labels``."""
+    if any(labels.get(key) != value for key, value in selector.get("matchLabels", {}).items()):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        assert expression["operator"] == "In", expression
+        if labels.get(expression["key"]) not in expression["values"]:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("set_name", [name for name, values in VALUE_SETS.items()
+                                      if values.get("networkPolicy", {}).get("enabled", True)])
+def test_every_pod_the_chart_runs_is_under_a_network_policy(set_name: str) -> None:
+    """A pod no NetworkPolicy selects may reach anything: every Deployment, Job and CronJob pod must be selected."""
+    objects = render(set_name)
+    selectors = [policy["spec"]["podSelector"] for policy in by_kind(objects, "NetworkPolicy")]
+    for obj in objects:
+        if obj["kind"] == "CronJob":
+            template = obj["spec"]["jobTemplate"]["spec"]["template"]
+        elif obj["kind"] in {"Deployment", "Job"}:
+            template = obj["spec"]["template"]
+        else:
+            continue
+        labels = template["metadata"]["labels"]
+        assert any(_selects(selector, labels) for selector in selectors), f"{obj['kind']}/{obj['metadata']['name']}"
+
+
 def test_network_policy_for_an_external_database() -> None:
     policies = by_kind(render("external-postgresql"), "NetworkPolicy")
     assert len(policies) == 2
@@ -761,6 +864,9 @@ def test_values_schema_accepts_the_supported_value_sets(chart: Any, set_name: st
         ({"ingress": {"tls": {"enabeld": True}}}, "enabeld"),
         ({"autoscaling": {"enabled": "yes"}}, "/autoscaling/enabled"),
         ({"backup": {"schedule": "nightly"}}, "/backup/schedule"),
+        ({"backupVerify": {"schedule": "weekly"}}, "/backupVerify/schedule"),
+        ({"backupVerify": {"enabeld": True}}, "enabeld"),
+        ({"backupVerify": {"backoffLimit": -1}}, "/backupVerify/backoffLimit"),
         ({"restore": {"file": "../../etc/passwd.srbk"}}, "/restore/file"),
         ({"restore": {"file": "dump.sql"}}, "/restore/file"),
         ({"networkPolicy": {"database": {"cidrs": ["db.example.com"]}}}, "/networkPolicy/database/cidrs"),

@@ -2,9 +2,10 @@
 
 One module per job: ``encryption`` (the streaming AEAD file format), ``manifest`` (the authenticated description
 beside each file), ``sqlite`` and ``postgres`` (each database's snapshot and restore tools), ``create``,
-``verify``, ``restore``, ``prune`` and ``schedule``; ``archive_copies`` (encrypted copies of audit archive files,
-made by ``create``), ``archive_manifest`` (their manifests) and ``archive_recovery`` (their checks in ``verify``
-and their return in ``restore``). The CLI wiring is ``server/ops/backup_cli.py``.
+``verify`` (``latest`` picks the newest backup for ``verify --latest``), ``restore``, ``prune`` and ``schedule``;
+``archive_copies`` (encrypted copies of audit archive files, made by ``create``), ``archive_manifest`` (their
+manifests) and ``archive_recovery`` (their checks in ``verify`` and their return in ``restore``). The CLI wiring
+is ``server/ops/backup_cli.py``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from server.ops.backup.create import CreatedBackup, create_backup
 from server.ops.backup.encryption import BackupKeys, decrypt_stream, encrypt_stream
 from server.ops.backup.errors import ArchivesUnprotected, BackupError, BackupInvalid, BackupRefused
+from server.ops.backup.latest import LatestBackup, find_latest_backup
 from server.ops.backup.manifest import AuditHead, Manifest, backup_and_manifest, read_manifest
 from server.ops.backup.progress import BackupProgress, SilentProgress, StderrProgress
 from server.ops.backup.prune import PruneResult, RetentionPolicy, prune_backups, select_kept
@@ -28,6 +30,7 @@ __all__ = [
     "BackupProgress",
     "BackupRefused",
     "CreatedBackup",
+    "LatestBackup",
     "Manifest",
     "PruneResult",
     "RestoreReport",
@@ -39,6 +42,7 @@ __all__ = [
     "create_backup",
     "decrypt_stream",
     "encrypt_stream",
+    "find_latest_backup",
     "next_due",
     "prune_backups",
     "read_manifest",

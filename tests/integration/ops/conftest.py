@@ -1,4 +1,5 @@
-"""Fixtures for backup tests: fresh, empty databases of the same backend as ``fx_database_url`` to restore into."""
+"""Fixtures for backup tests: fresh, empty databases of the same backend as ``fx_database_url`` to restore into;
+the backup events an installation recorded."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from sqlalchemy import select
 
+from server.audit.models import AuditEventRecord
+from server.audit.sealer import seal_pending
 from server.config import Settings, load_settings
+from server.db import create_engine, create_session_factory
 
 POSTGRES_ADMIN_URL = os.environ.get("STRONGROOM_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -50,3 +55,18 @@ def settings_for(base: Settings, database_url: str, data_dir: Path, **overrides:
     data_dir.mkdir(parents=True, exist_ok=True)
     return load_settings({}, data_dir=str(data_dir), keys_dir=str(base.resolved_keys_dir),
                          database_url=database_url, log_level="WARNING", **overrides)
+
+
+async def backup_events(settings: Settings) -> list[AuditEventRecord]:
+    """The ``backup`` and ``restore`` events about backups in ``settings``' database, sealed first, oldest first."""
+    engine = create_engine(settings.resolved_database_url)
+    try:
+        sessions = create_session_factory(engine)
+        async with sessions() as session:
+            await seal_pending(session)
+        async with sessions() as session, session.begin():
+            return list((await session.execute(
+                select(AuditEventRecord).where(AuditEventRecord.entity == "backup")
+                .order_by(AuditEventRecord.seq))).scalars().all())
+    finally:
+        await engine.dispose()

@@ -11,7 +11,9 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -23,7 +25,6 @@ from sqlalchemy import select
 
 from server.audit import retention, trail
 from server.audit.models import AuditArchive, AuditEventRecord
-from server.audit.sealer import seal_pending
 from server.audit.store import load_or_create_audit_key
 from server.audit.tags import ActorType, AuditAction
 from server.audit.trail import AuditActor
@@ -44,7 +45,7 @@ from server.ops.backup.archive_recovery import verify_archive_copy
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import manifest_path
 
-from .conftest import NewDatabase, settings_for
+from .conftest import NewDatabase, backup_events, settings_for
 
 FUTURE = timedelta(days=3650)
 TEST_ACTOR = AuditActor(type=ActorType.SYSTEM, id=None, name="archive backup tests")
@@ -108,21 +109,6 @@ def _event_lines(archive: Path) -> list[bytes]:
     return [line["canonical"].encode() for line in lines if line.get("type") == "event"]
 
 
-async def _backup_events(settings: Settings) -> list[AuditEventRecord]:
-    """The ``backup`` and ``restore`` events about backups, sealed first, oldest first."""
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        sessions = create_session_factory(engine)
-        async with sessions() as session:
-            await seal_pending(session)
-        async with sessions() as session, session.begin():
-            return list((await session.execute(
-                select(AuditEventRecord).where(AuditEventRecord.entity == "backup")
-                .order_by(AuditEventRecord.seq))).scalars().all())
-    finally:
-        await engine.dispose()
-
-
 def _details(event: AuditEventRecord) -> dict[str, Any]:
     return dict(json.loads(bytes(event.canonical)))
 
@@ -130,7 +116,7 @@ def _details(event: AuditEventRecord) -> dict[str, Any]:
 async def _copied_per_backup(settings: Settings) -> dict[str, list[int]]:
     """``archives_copied`` of each successful ``backup create`` event, by backup file."""
     return {details["after"]["file"]: details["after"]["archives_copied"]
-            for details in map(_details, await _backup_events(settings))
+            for details in map(_details, await backup_events(settings))
             if details["action"] == "backup" and details["outcome"] == "ok" and "archives_copied" in details["after"]}
 
 
@@ -211,7 +197,7 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
     # Restored again with the archives in place, nothing is written and all are found intact.
     repeated = await restore_backup(settings, latest.path)
     assert (repeated.archives.restored, repeated.archives.present) == ((), (first.number, second.number))
-    put_back = [_details(event) for event in await _backup_events(settings)
+    put_back = [_details(event) for event in await backup_events(settings)
                 if event.action == "restore" and b"audit archives after restoring" in bytes(event.canonical)]
     assert [event["outcome"] for event in put_back] == ["ok"]  # the first restore's event was replaced with the data
 
@@ -248,7 +234,7 @@ async def test_an_altered_or_missing_archive_file_fails_the_backup_loudly(
         await verify_backup(settings, database_backup, record=False)  # a restore could not put it back
     assert _copies(backups) == []
     assert not list(backups.glob("*.partial"))
-    failed = [_details(event) for event in await _backup_events(settings) if event.outcome == "error"]
+    failed = [_details(event) for event in await backup_events(settings) if event.outcome == "error"]
     assert len(failed) == 1
     assert "not protected" in str(failed[0]["reason"])
     assert failed[0]["after"]["archives_unprotected"] == [archived.number]
@@ -313,6 +299,29 @@ async def test_a_tampered_archive_copy_is_detected_by_verify_and_refused_by_rest
     captured = capsys.readouterr()
     assert f"audit archive(s) {archived.number} NOT put back" in captured.err and "no copy" in captured.err
     assert "Traceback" not in captured.err
+
+
+async def test_verify_latest_picks_the_database_backup_not_the_archive_copies_written_after_it(
+    fx_installation: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The copies `backup create` writes after the database backup are newer on disk; --latest must still take the
+    database backup, and then checks the copies as its archives."""
+    settings = fx_installation
+    await _archive_new_events(settings)
+    backups = tmp_path / "backups"
+    created = await create_backup(settings, backups)
+    (copy,) = _copies(backups)
+    later = time.time() + 3600
+    os.utime(copy, (later, later))
+
+    from server.cli import main
+
+    _cli_environment(monkeypatch, settings)
+    assert await asyncio.to_thread(main, ["backup", "verify", "--latest", "--dir", str(backups), "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert f"newest backup: {created.path} (made " in captured.out
+    assert f"backup OK: {created.path.name}" in captured.out and "1 audit archive copies verified" in captured.out
+    assert copy.name not in captured.out + captured.err
 
 
 # ----------------------------------------------------------------------------------------------------- prune
