@@ -609,10 +609,13 @@ def test_backup_service_and_timer(fx_deployment: Deployment) -> None:
 
 def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_deployment: Deployment) -> None:
     """The timer's unit archives with the schema owner's rights on PostgreSQL (the runtime role in config.toml
-    may not), from a credential only root reads on disk; the command it runs works as the service user."""
+    may not), from a credential only root reads on disk, as root with two capabilities: never as the server's
+    user, which could read the owner's login from a job of its own user while it runs. On SQLite (no owner) it
+    runs as the service user."""
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     unit = _parse_unit(systemd_dir / "strongroom-audit-archive.service")["Service"]
-    assert unit["Type"] == ["oneshot"] and unit["User"] == [SERVICE_USER]
+    assert unit["Type"] == ["oneshot"] and unit["Group"] == [SERVICE_USER]
+    assert unit["User"] == [SERVICE_USER if fx_deployment.backend == "sqlite" else "root"]
     assert unit["Environment"] == [f"STRONGROOM_CONFIG={fx_deployment.path('strongroom_etc_dir')}/config.toml"]
     timer = _parse_unit(systemd_dir / "strongroom-audit-archive.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == ["timers.target"]
@@ -628,30 +631,65 @@ def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_depl
         assert unit["LoadCredential"] == [f"owner-database-url:{credential}"]
         assert _owner(credential) == ("root", "root", 0o600)
         assert _owner(credential.parent) == ("root", "root", 0o700)
+        # The sandbox's empty bounding set, then the two capabilities root keeps (systemd ORs later lines in).
+        assert unit["CapabilityBoundingSet"] == ["", "CAP_DAC_OVERRIDE CAP_CHOWN"]
         variables = fx_deployment.variables
         assert credential.read_text() == (
             f"postgresql+asyncpg://{variables['strongroom_postgresql_user']}:"
             f"{urllib.parse.quote(variables['strongroom_postgresql_password'], safe='')}@"
             f"{variables['strongroom_postgresql_host']}:{variables['strongroom_postgresql_port']}/"
             f"{variables['strongroom_postgresql_db']}")
-        # What systemd does: the credential copied where the unit (and only it) reads it.
-        credentials = Path(tempfile.mkdtemp(dir=fx_deployment.root))  # a path the service user can reach
+        # What systemd does: the credential copied where the unit (and only it, as root) reads it.
+        credentials = Path(tempfile.mkdtemp(dir=fx_deployment.root))
         shutil.copy(credential, credentials / "owner-database-url")
-        shutil.chown(credentials / "owner-database-url", SERVICE_USER, SERVICE_USER)
-        shutil.chown(credentials, SERVICE_USER, SERVICE_USER)
         environment["CREDENTIALS_DIRECTORY"] = str(credentials)
         (exec_start,) = unit["ExecStart"]
-        command = shlex.split(exec_start.replace("$$", "$"))
+        # Root with only the unit's bounding set (and the service group): reading the keys and writing the
+        # archive directory must work with CAP_DAC_OVERRIDE and CAP_CHOWN alone.
+        command = ["setpriv", f"--regid={SERVICE_USER}", "--clear-groups",
+                   "--bounding-set=-all,+dac_override,+chown", "--inh-caps=-all",
+                   *shlex.split(exec_start.replace("$$", "$"))]
         # Without the credential, as config.toml's runtime login, the same command is refused before it writes.
         refused = subprocess.run(["runuser", "-u", SERVICE_USER, "--", str(strongroom), "audit", "archive"],
                                  env={k: v for k, v in environment.items() if k != "CREDENTIALS_DIRECTORY"},
                                  capture_output=True, text=True, timeout=300, check=False)
         assert refused.returncode == 1 and "only the schema owner may record an archive" in refused.stderr
-    result = subprocess.run(["runuser", "-u", SERVICE_USER, "--", *command], env=environment, capture_output=True,
-                            text=True, timeout=300, check=False,
+    if fx_deployment.backend == "sqlite":
+        command = ["runuser", "-u", SERVICE_USER, "--", *command]
+    result = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=300, check=False,
                             cwd=fx_deployment.variables["strongroom_data_dir"])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing more to archive" in result.stdout
+
+
+def test_the_service_user_cannot_read_the_owner_login_from_a_running_owner_job(fx_deployment: Deployment) -> None:
+    """The attack the root-run archive job closes: the server's user (say, a compromised server) reading the owner's
+    login from the environment of a job that holds it. A process of its own user gives it away; the root job's
+    does not, nor does the root-only credential on disk."""
+    secret = f"postgresql+asyncpg://owner:{secrets.token_hex(8)}@db/strongroom"
+    environment = {"PATH": os.environ["PATH"], "STRONGROOM_DATABASE_URL": secret}
+
+    def environ_as_service_user(job_user: str) -> subprocess.CompletedProcess[bytes]:
+        # setpriv execs in place (runuser would fork): the process started is the one holding the environment.
+        job = subprocess.Popen(["setpriv", f"--reuid={job_user}", f"--regid={job_user}", "--clear-groups",
+                                "sleep", "30"], env=environment)
+        try:
+            time.sleep(0.5)
+            return subprocess.run(["runuser", "-u", SERVICE_USER, "--", "cat", f"/proc/{job.pid}/environ"],
+                                  capture_output=True, timeout=30, check=False)
+        finally:
+            job.kill()
+            job.wait()
+
+    leaked = environ_as_service_user(SERVICE_USER)
+    assert leaked.returncode == 0 and secret.encode() in leaked.stdout  # why the job must not run as that user
+    refused = environ_as_service_user("root")
+    assert refused.returncode != 0 and secret.encode() not in refused.stdout
+    if fx_deployment.backend == "postgresql":
+        credential = fx_deployment.variables["strongroom_audit_archive_credential"]
+        denied = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "cat", credential], capture_output=True,
+                                timeout=30, check=False)
+        assert denied.returncode != 0 and not denied.stdout
 
 
 def test_units_pass_systemd_analyze_verify(fx_deployment: Deployment) -> None:
