@@ -627,10 +627,11 @@ def _job_command(deployment: Deployment, unit: dict[str, list[str]]) -> tuple[li
     if "LoadCredential" in unit:
         (load,) = unit["LoadCredential"]
         name, source = load.split(":", 1)
-        credentials = Path(tempfile.mkdtemp(dir=deployment.root))  # a path the service user can reach
+        credentials = Path(tempfile.mkdtemp(dir=deployment.root))  # 0700, as systemd makes it for the unit's user
         shutil.copy(source, credentials / name)
-        shutil.chown(credentials / name, SERVICE_USER, SERVICE_USER)
-        shutil.chown(credentials, SERVICE_USER, SERVICE_USER)
+        (user,) = unit["User"]
+        shutil.chown(credentials / name, user, user)
+        shutil.chown(credentials, user, user)
         environment["CREDENTIALS_DIRECTORY"] = str(credentials)
     return shlex.split(exec_start.replace("$$", "$")), environment
 
@@ -641,6 +642,19 @@ def _run_as_service_user(deployment: Deployment, command: list[str],
                           text=True, timeout=300, check=False, cwd=deployment.variables["strongroom_data_dir"])
 
 
+def _run_as_unit_user(deployment: Deployment, unit: dict[str, list[str]], command: list[str],
+                      environment: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """As the unit's User= and Group=; for root, with only the capabilities its bounding set keeps."""
+    if unit["User"] != ["root"]:
+        return _run_as_service_user(deployment, command, environment)
+    (group,) = unit["Group"]
+    kept = [name.removeprefix("CAP_").lower() for line in unit["CapabilityBoundingSet"] for name in line.split()]
+    privileges = ["setpriv", f"--regid={group}", "--clear-groups", "--inh-caps=-all",
+                  "--bounding-set=" + ",".join(["-all", *(f"+{name}" for name in kept)])]
+    return subprocess.run([*privileges, *command], env=environment, capture_output=True, text=True, timeout=300,
+                          check=False, cwd=deployment.variables["strongroom_data_dir"])
+
+
 def _owner_credential_problems(deployment: Deployment, unit: dict[str, list[str]], credential: Path) -> list[str]:
     """What is wrong with how ``unit`` gets the schema owner's URL (PostgreSQL): from ``credential``, root-only."""
     variables = deployment.variables
@@ -649,6 +663,12 @@ def _owner_credential_problems(deployment: Deployment, unit: dict[str, list[str]
                     f"{variables['strongroom_postgresql_host']}:{variables['strongroom_postgresql_port']}/"
                     f"{variables['strongroom_postgresql_db']}")
     problems = []
+    # Root, with the sandbox's empty bounding set extended by two capabilities (systemd ORs later lines in):
+    # never the service user, whose processes could read the owner's URL from the job while it runs.
+    if unit.get("User") != ["root"] or unit.get("Group") != [SERVICE_USER]:
+        problems.append(f"User= is {unit.get('User')}, Group= is {unit.get('Group')}")
+    if unit.get("CapabilityBoundingSet") != ["", "CAP_DAC_OVERRIDE CAP_CHOWN"]:
+        problems.append(f"CapabilityBoundingSet= is {unit.get('CapabilityBoundingSet')}")
     if unit.get("LoadCredential") != [f"owner-database-url:{credential}"]:
         problems.append(f"LoadCredential= is {unit.get('LoadCredential')}")
     if _owner(credential) != ("root", "root", 0o600) or _owner(credential.parent) != ("root", "root", 0o700):
@@ -660,10 +680,13 @@ def _owner_credential_problems(deployment: Deployment, unit: dict[str, list[str]
 
 def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_deployment: Deployment) -> None:
     """The timer's unit archives with the schema owner's rights on PostgreSQL (the runtime role in config.toml
-    may not), from a credential only root reads on disk; the command it runs works as the service user."""
+    may not), from a credential only root reads on disk, as root with two capabilities: never as the server's
+    user, which could read the owner's login from a job of its own user while it runs. On SQLite (no owner) it
+    runs as the service user."""
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     unit = _parse_unit(systemd_dir / "strongroom-audit-archive.service")["Service"]
-    assert unit["Type"] == ["oneshot"] and unit["User"] == [SERVICE_USER]
+    assert unit["Type"] == ["oneshot"] and unit["Group"] == [SERVICE_USER]
+    assert unit["User"] == [SERVICE_USER if fx_deployment.backend == "sqlite" else "root"]
     assert unit["Environment"] == [f"STRONGROOM_CONFIG={fx_deployment.path('strongroom_etc_dir')}/config.toml"]
     timer = _parse_unit(systemd_dir / "strongroom-audit-archive.timer")
     assert timer["Timer"]["OnCalendar"] and timer["Install"]["WantedBy"] == ["timers.target"]
@@ -679,9 +702,39 @@ def test_audit_archive_job_runs_as_the_owner_from_a_root_only_credential(fx_depl
         runtime = {key: value for key, value in environment.items() if key != "CREDENTIALS_DIRECTORY"}
         refused = _run_as_service_user(fx_deployment, [str(strongroom), "audit", "archive"], runtime)
         assert refused.returncode == 1 and "only the schema owner may record an archive" in refused.stderr
-    result = _run_as_service_user(fx_deployment, command, environment)
+    result = _run_as_unit_user(fx_deployment, unit, command, environment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "nothing more to archive" in result.stdout
+
+
+def test_the_service_user_cannot_read_the_owner_login_from_a_running_owner_job(fx_deployment: Deployment) -> None:
+    """The attack the root-run owner jobs close: the server's user (say, a compromised server) reading the owner's
+    login from the environment of a job that holds it. A process of its own user gives it away; a root job's
+    does not, nor does the root-only credential on disk."""
+    secret = f"postgresql+asyncpg://owner:{secrets.token_hex(8)}@db/strongroom"
+    environment = {"PATH": os.environ["PATH"], "STRONGROOM_DATABASE_URL": secret}
+
+    def environ_as_service_user(job_user: str) -> subprocess.CompletedProcess[bytes]:
+        # setpriv execs in place (runuser would fork): the process started is the one holding the environment.
+        job = subprocess.Popen(["setpriv", f"--reuid={job_user}", f"--regid={job_user}", "--clear-groups",
+                                "sleep", "30"], env=environment)
+        try:
+            time.sleep(0.5)
+            return subprocess.run(["runuser", "-u", SERVICE_USER, "--", "cat", f"/proc/{job.pid}/environ"],
+                                  capture_output=True, timeout=30, check=False)
+        finally:
+            job.kill()
+            job.wait()
+
+    leaked = environ_as_service_user(SERVICE_USER)
+    assert leaked.returncode == 0 and secret.encode() in leaked.stdout  # why the jobs must not run as that user
+    refused = environ_as_service_user("root")
+    assert refused.returncode != 0 and secret.encode() not in refused.stdout
+    if fx_deployment.backend == "postgresql":
+        credential = fx_deployment.variables["strongroom_audit_archive_credential"]
+        denied = subprocess.run(["runuser", "-u", SERVICE_USER, "--", "cat", credential], capture_output=True,
+                                timeout=30, check=False)
+        assert denied.returncode != 0 and not denied.stdout
 
 
 def test_backup_verify_job_proves_the_newest_backup(fx_deployment: Deployment) -> None:
@@ -691,10 +744,13 @@ def test_backup_verify_job_proves_the_newest_backup(fx_deployment: Deployment) -
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     unit = _parse_unit(systemd_dir / "strongroom-backup-verify.service")
     service = unit["Service"]
-    assert service["Type"] == ["oneshot"] and service["User"] == [SERVICE_USER]
+    assert service["Type"] == ["oneshot"] and service["Group"] == [SERVICE_USER]
+    assert service["User"] == [SERVICE_USER if fx_deployment.backend == "sqlite" else "root"]
     assert service["Environment"] == [f"STRONGROOM_CONFIG={fx_deployment.path('strongroom_etc_dir')}/config.toml"]
     assert "strongroom-backup.service" in unit["Unit"]["After"][0].split()
     for key, value in REQUIRED_HARDENING.items():
+        if key == "CapabilityBoundingSet" and fx_deployment.backend == "postgresql":
+            continue  # extended for the root-run owner job: checked in _owner_credential_problems
         assert service.get(key) == [value], f"{key}= is {service.get(key)}, expected {value!r}"
     timer = _parse_unit(systemd_dir / "strongroom-backup-verify.timer")
     defaults = yaml.safe_load((ANSIBLE_DIR / "roles" / "strongroom" / "defaults" / "main.yml").read_text())
@@ -719,7 +775,7 @@ def test_backup_verify_job_proves_the_newest_backup(fx_deployment: Deployment) -
         assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{name}'") == "t"
     command, environment = _job_command(fx_deployment, service)
     assert not list(Path(backups).glob("*.srbk")), "the deployment took no backup yet"
-    nothing = _run_as_service_user(fx_deployment, command, environment)
+    nothing = _run_as_unit_user(fx_deployment, service, command, environment)
     assert nothing.returncode == 2 and f"no database backup to verify in {backups}" in nothing.stderr, nothing.stderr
 
     # A backup as the backup timer takes it (the runtime role), then the verification job.
@@ -727,7 +783,7 @@ def test_backup_verify_job_proves_the_newest_backup(fx_deployment: Deployment) -
     created = _run_as_service_user(fx_deployment, *_job_command(fx_deployment, backup_unit))
     assert created.returncode == 0, created.stdout + created.stderr
     (backup,) = Path(backups).glob("strongroom-*.srbk")
-    result = _run_as_service_user(fx_deployment, command, environment)
+    result = _run_as_unit_user(fx_deployment, service, command, environment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"newest backup: {backup} (made " in result.stdout and f"backup OK: {backup.name}" in result.stdout
     if scratch:
