@@ -4,7 +4,8 @@
 (verify: the backup is good), 1 the backup is bad or cannot be restored here (altered, truncated, newer schema,
 another backup key; an audit archive file that could not be copied, or put back), 2 usage or I/O (missing file,
 keys or tools, unreachable database, missing privilege; for ``verify --latest``, no database backup in the
-directory). Progress goes to standard error; the result to standard output.
+directory; with ``--max-age``, a newest backup older than that is exit 1). Progress goes to standard error; the
+result to standard output.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,6 +32,16 @@ _T = TypeVar("_T")
 
 def _progress(args: argparse.Namespace) -> BackupProgress:
     return SilentProgress() if args.quiet else StderrProgress()
+
+
+def _max_age_hours(text: str) -> int:
+    try:
+        hours = int(text)
+    except ValueError:
+        hours = 0
+    if not 1 <= hours <= 24 * 366 * 10:
+        raise argparse.ArgumentTypeError("HOURS is a whole number of hours, from 1 to 87840")
+    return hours
 
 
 def _run(work: Callable[[], Awaitable[_T]]) -> _T:
@@ -67,13 +79,14 @@ def _verify(settings: Settings, args: argparse.Namespace) -> int:
     from server.ops.backup.latest import find_latest_backup
     from server.ops.backup.verify import verify_backup
 
-    if args.dir is not None and not args.latest:
-        print("strongroom: --dir goes with --latest (FILE names its own directory)", file=sys.stderr)
+    if (args.dir is not None or args.max_age is not None) and not args.latest:
+        print("strongroom: --dir and --max-age go with --latest (FILE names its own directory)", file=sys.stderr)
         return EXIT_USAGE
     target: str | Path = args.file
     if args.latest:
         directory = Path(args.dir) if args.dir else None
-        latest = _run(lambda: find_latest_backup(settings, directory))
+        max_age = timedelta(hours=args.max_age) if args.max_age is not None else None
+        latest = _run(lambda: find_latest_backup(settings, directory, max_age=max_age))
         for path, why in latest.skipped:
             print(f"strongroom: warning: {path.name} passed over: {why}", file=sys.stderr)
         made = (f"made {latest.created_at:%Y-%m-%d %H:%M:%SZ}" if latest.authenticated
@@ -218,6 +231,9 @@ def add_backup_commands(commands: Any) -> None:
                             "backup directory; exit 2 if there is none")
     verify.add_argument("--dir", help="with --latest: the backup directory (default STRONGROOM_BACKUP_DIR, "
                                       "<data_dir>/backups)")
+    verify.add_argument("--max-age", type=_max_age_hours, metavar="HOURS",
+                        help="with --latest: fail (exit 1, audited) if the newest backup is older than HOURS, so that "
+                             "backups that stopped being taken are noticed")
     verify.add_argument("--scratch-dir", help="where an SQLite backup is decrypted (default: the temp directory)")
 
     restore = common(actions.add_parser(

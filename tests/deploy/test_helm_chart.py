@@ -96,7 +96,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "database": {"existingSecret": "crm-db-owner", "existingSecretKey": "OWNER_URL"},
     },
     "backup-verify-existing-claim": {
-        "backupVerify": {"enabled": True, "timeZone": "Asia/Shanghai"},
+        "backupVerify": {"enabled": True, "timeZone": "Asia/Shanghai", "maxAgeHours": 0},
         "backup": {"enabled": False, "persistence": {"existingClaim": "crm-backups"}},
     },
     "restore": {
@@ -636,8 +636,9 @@ def test_backup_verify_job_runs_as_the_owner_with_the_backups_read_only() -> Non
     assert cronjob["spec"]["jobTemplate"]["spec"]["backoffLimit"] == 0  # a bad backup fails the Job at once
     spec = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     (container,) = spec["containers"]
+    # --max-age 48 by default: a good but old newest backup (backups stopped) fails the Job too.
     assert container["command"] + container["args"] == ["strongroom", "backup", "verify", "--latest", "--dir",
-                                                         "/backups"]
+                                                         "/backups", "--max-age", "48"]
     assert env_of(container)["STRONGROOM_DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {
         "name": "crm-db-owner", "key": "OWNER_URL"}
     backup = cronjobs[f"{RELEASE}-backup"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -661,6 +662,7 @@ def test_backup_verify_job_runs_as_the_owner_with_the_backups_read_only() -> Non
     assert existing[f"{RELEASE}-backup-verify"]["spec"]["timeZone"] == "Asia/Shanghai"
     other = existing[f"{RELEASE}-backup-verify"]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert _mounted_claim(other, other["containers"][0], "/backups")[0] == "crm-backups"
+    assert other["containers"][0]["args"] == ["backup", "verify", "--latest", "--dir", "/backups"]  # maxAgeHours 0
     with helm.Chart.load(CHART_DIR) as loaded:
         with pytest.raises(helm.HelmError, match=r"backupVerify\.enabled needs the backups claim"):
             loaded.render({"backupVerify": {"enabled": True}, "backup": {"enabled": False}}, name=RELEASE,

@@ -15,14 +15,15 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
+from server.domain.base import utc_now
 from server.ops.backup.encryption import BackupKeys
-from server.ops.backup.errors import BackupError
+from server.ops.backup.errors import BackupError, BackupInvalid
 from server.ops.backup.events import record_backup_event_at
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import BACKUP_SUFFIX, MANIFEST_SUFFIX
@@ -90,6 +91,8 @@ async def find_latest_backup(
     *,
     keys: BackupKeys | None = None,
     record: bool = True,
+    max_age: timedelta | None = None,
+    now: datetime | None = None,
 ) -> LatestBackup:
     """The newest database backup in the backup directory, for ``backup verify --latest``.
 
@@ -97,20 +100,34 @@ async def find_latest_backup(
         settings: The keyring (to authenticate manifests), the database (audit event), the default directory.
         directory: Default ``settings.resolved_backup_dir``, where ``backup create`` and ``prune`` work.
         keys: The backup keys; by default from the configured keyring.
-        record: Record a ``backup`` audit event with outcome ``error`` when there is no backup to verify (a
-            failure to record is reported on stderr and does not change the outcome).
+        record: Record a ``backup`` audit event with outcome ``error`` when there is no backup to verify, or only
+            a stale one (a failure to record is reported on stderr and does not change the outcome).
+        max_age: The newest backup must be younger than this (backups that stopped being taken fail the check,
+            however good the last one was).
+        now: The time ``max_age`` is measured from; default now.
 
     Raises:
         BackupError: The keyring or the directory cannot be read, or the directory holds no database backup
             (nothing was verified: exit 2, like a missing file).
+        BackupInvalid: The newest backup is older than ``max_age`` (exit 1: there is no current backup).
     """
     keys = keys or load_backup_keys(settings)
     directory = directory if directory is not None else settings.resolved_backup_dir
     latest = newest_backup(directory, keys)
-    if latest is not None:
+    if latest is None:
+        failure: Exception = BackupError(f"no database backup to verify in {directory}")
+    elif max_age is not None and (age := (now or utc_now()) - latest.created_at) > max_age:
+        failure = BackupInvalid(
+            f"the newest backup in {directory}, {latest.backup.name}, was made {latest.created_at:%Y-%m-%d %H:%M:%SZ}, "
+            f"{_hours(age)} ago, more than the {_hours(max_age)} allowed: backups are no longer being taken")
+    else:
         return latest
-    reason = f"no database backup to verify in {directory}"
     if record:
         await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
-                                     outcome=AuditOutcome.ERROR, reason=f"verify of the newest backup failed: {reason}")
-    raise BackupError(reason)
+                                     outcome=AuditOutcome.ERROR,
+                                     reason=f"verify of the newest backup failed: {failure}")
+    raise failure
+
+
+def _hours(span: timedelta) -> str:
+    return f"{span.total_seconds() / 3600:.1f} h"

@@ -7,6 +7,7 @@ import asyncio
 import json
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -135,4 +136,35 @@ def test_latest_and_file_are_exclusive(fx_settings: Settings, tmp_path: Path, mo
         assert exited.value.code == 2
         assert "FILE" in capsys.readouterr().err
     assert main(["backup", "verify", "x.srbk", "--dir", str(tmp_path)]) == 2
-    assert "--dir goes with --latest" in capsys.readouterr().err
+    assert "--dir and --max-age go with --latest" in capsys.readouterr().err
+
+
+def test_latest_with_a_maximum_age_fails_and_is_audited_when_backups_stopped(
+    fx_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from server.ops.backup import latest
+
+    backups = tmp_path / "configured-backups"
+    _cli_environment(monkeypatch, fx_settings, backups)
+    _backup_into_the_configured_directory()
+    (backup,) = backups.glob("strongroom-*.srbk")
+    capsys.readouterr()
+    assert main(["backup", "verify", "--latest", "--max-age", "24", "--quiet"]) == 0
+    assert f"backup OK: {backup.name}" in capsys.readouterr().out
+
+    # Two days without a backup (the clock moved on): the good last backup no longer passes.
+    real_now = latest.utc_now
+    monkeypatch.setattr(latest, "utc_now", lambda: real_now() + timedelta(hours=50))
+    assert main(["backup", "verify", "--latest", "--max-age", "24", "--quiet"]) == 1
+    captured = capsys.readouterr()
+    assert "BACKUP BAD" in captured.err and "backups are no longer being taken" in captured.err
+    assert "backup OK" not in captured.out
+    assert any(reason.startswith("verify of the newest backup failed: the newest backup in") and backup.name in reason
+               for reason in _verify_reasons(fx_settings))
+
+    # --max-age needs --latest, and a whole number of hours.
+    assert main(["backup", "verify", str(backup), "--max-age", "24"]) == 2
+    for bad in ("0", "1.5", "soon"):
+        with pytest.raises(SystemExit) as exited:
+            main(["backup", "verify", "--latest", "--max-age", bad])
+        assert exited.value.code == 2

@@ -3,6 +3,7 @@ never an older good backup in place of a newer damaged one."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
@@ -12,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from server.config import load_settings
 from server.ops.backup.archive_manifest import ArchiveCopyManifest, write_archive_manifest
 from server.ops.backup.encryption import BackupKeys
-from server.ops.backup.latest import newest_backup
+from server.ops.backup.errors import BackupInvalid
+from server.ops.backup.latest import find_latest_backup, newest_backup
 from server.ops.backup.manifest import Manifest, manifest_path, write_manifest
 
 NEWEST = datetime(2026, 3, 18, 2, 30, tzinfo=UTC)
@@ -129,3 +132,21 @@ def test_backups_of_the_same_second_are_chosen_by_name(tmp_path: Path, fx_keys: 
     _age(first, +60)
     latest = newest_backup(tmp_path, fx_keys)
     assert latest is not None and latest.backup == second
+
+
+def test_a_newest_backup_older_than_the_maximum_age_fails(tmp_path: Path, fx_keys: BackupKeys) -> None:
+    """Backups that stopped being taken: the last one may be perfectly good, and the check still fails."""
+    _backup(tmp_path, fx_keys, NEWEST - timedelta(days=3))
+    newest = _backup(tmp_path, fx_keys, NEWEST)
+    settings = load_settings({}, data_dir=str(tmp_path), database_url="sqlite+aiosqlite:///unused.db")
+
+    def latest(now: datetime, max_age: timedelta | None) -> Path:
+        found = asyncio.run(find_latest_backup(settings, tmp_path, keys=fx_keys, record=False, max_age=max_age,
+                                               now=now))
+        return found.backup
+
+    assert latest(NEWEST + timedelta(hours=47), timedelta(hours=48)) == newest
+    assert latest(NEWEST + timedelta(days=400), None) == newest  # no maximum: any age
+    with pytest.raises(BackupInvalid, match=rf"{newest.name}, was made 2026-03-18 02:30:00Z, 49.0 h ago, more than "
+                                            r"the 48.0 h allowed: backups are no longer being taken"):
+        latest(NEWEST + timedelta(hours=49), timedelta(hours=48))
