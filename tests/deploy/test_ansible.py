@@ -150,7 +150,7 @@ def test_pg_hba_admits_the_owner_and_the_runtime_role() -> None:
     """Both logins come from the application hosts: the owner to migrate, the runtime role to serve; with
     strongroom_postgresql_owner_createdb the owner also to any database (backup verify's scratch databases)."""
     tasks = yaml.safe_load((ANSIBLE_DIR / "roles" / "strongroom" / "tasks" / "database.yml").read_text())
-    (access,) = [task for task in tasks if "block" in task]
+    (access,) = [task for task in tasks if "block" in task and "blockinfile" in str(task["block"])]
     (hba,) = [task for task in access["block"] if "ansible.builtin.blockinfile" in task]
     environment = jinja2.Environment(trim_blocks=True, autoescape=False)
     environment.filters["bool"] = lambda value: str(value).lower() in {"true", "yes", "1"}
@@ -432,7 +432,11 @@ def _postgresql_variables(database: str) -> dict[str, Any]:
 
 
 def _drop_database_and_roles(variables: dict[str, Any]) -> None:
-    """Drop what the database play created; strongroom_app is shared by every database of the cluster and stays."""
+    """Drop what the database play created; strongroom_app is shared by every database of the cluster and stays.
+    The write-ahead log settings it kept go back to this machine's configuration."""
+    _psql("ALTER SYSTEM RESET wal_compression")
+    _psql("ALTER SYSTEM RESET max_wal_size")
+    _psql("SELECT pg_reload_conf()")
     _psql(f"DROP DATABASE IF EXISTS {variables['strongroom_postgresql_db']} WITH (FORCE)")
     _psql(f"DROP ROLE IF EXISTS {variables['strongroom_postgresql_runtime_user']}")
     _psql(f"DROP ROLE IF EXISTS {variables['strongroom_postgresql_user']}")
@@ -1140,3 +1144,16 @@ def test_a_schema_migrated_before_strongroom_app_existed_gets_its_grants(fx_data
     assert _runtime_grants(database) == migrated
     again = fx_database_play.run()
     assert _recap(again.stdout)["changed"] == 0, _changed_tasks(again.stdout)
+
+
+def test_database_play_keeps_the_write_ahead_log_settings(fx_deployment: Deployment) -> None:
+    """wal_compression lz4 (PostgreSQL 15+) and max_wal_size 4GB, set with ALTER SYSTEM and applied by a reload; the
+    second run found them set (test_second_run_changes_nothing)."""
+    if fx_deployment.backend != "postgresql":
+        pytest.skip("PostgreSQL scenario only")
+    version = int(_psql("SHOW server_version_num"))
+    assert _psql("SHOW wal_compression") == ("lz4" if version >= 150000 else "on")
+    assert _psql("SHOW max_wal_size") == "4GB"
+    stored = _psql("SELECT string_agg(name || '=' || setting, ',' ORDER BY name) FROM pg_file_settings "
+                   "WHERE sourcefile LIKE '%postgresql.auto.conf' AND name IN ('wal_compression', 'max_wal_size')")
+    assert stored == f"max_wal_size=4GB,wal_compression={'lz4' if version >= 150000 else 'on'}"
