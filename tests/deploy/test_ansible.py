@@ -938,8 +938,9 @@ def test_reverse_proxy_logs_and_journal(fx_deployment: Deployment) -> None:
 
 def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deployment) -> None:
     """Off after on: the role removes the verification units (stopping the timer first where it manages systemd)
-    and leaves the rest, the archive job's credential included; on again, they are back. Runs the playbook twice
-    more, with the deployment's own inventory, and leaves the deployment as it found it."""
+    and leaves the rest, the archive job's credential included; with the archive job off too, the owner's URL
+    leaves the host; on again, they are back. Runs the playbook three times more, with the deployment's own
+    inventory, and leaves the deployment as it found it."""
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     verify_units = [systemd_dir / "strongroom-backup-verify.service", systemd_dir / "strongroom-backup-verify.timer"]
     others = sorted(path for path in systemd_dir.iterdir() if path.is_file() and path not in verify_units)
@@ -951,7 +952,7 @@ def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deploy
     runs = Deployment(backend=fx_deployment.backend, root=fx_deployment.root, variables=fx_deployment.variables)
 
     turned_off = _run_playbook(runs, inventory, off)
-    assert "strongroom : Remove the backup verification service and timer" in _changed_tasks(turned_off.stdout)
+    assert "strongroom : Remove the services and timers of jobs turned off" in _changed_tasks(turned_off.stdout)
     assert not any(unit.exists() for unit in verify_units)
     assert sorted(path for path in systemd_dir.iterdir() if path.is_file()) == others
     if fx_deployment.backend == "postgresql":
@@ -964,8 +965,19 @@ def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deploy
                                 timeout=60, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
 
+    # Both owner jobs off: the owner's URL is no longer stored on the host.
+    credential = Path(fx_deployment.variables["strongroom_audit_archive_credential"])
+    both_off = fx_deployment.root / "extra-vars-owner-jobs-off.json"
+    both_off.write_text(json.dumps({**fx_deployment.variables, "strongroom_backup_verify_enabled": False,
+                                    "strongroom_audit_archive_enabled": False}))
+    both_off.chmod(0o600)
+    _run_playbook(runs, inventory, both_off)
+    assert not credential.exists()
+    assert not (systemd_dir / "strongroom-audit-archive.timer").exists()  # no timer left to run without it
+
     _run_playbook(runs, inventory, fx_deployment.root / "extra-vars.json")
     assert all(unit.is_file() for unit in verify_units)
+    assert credential.is_file() == (fx_deployment.backend == "postgresql")
 
 
 # ------------------------------------------------------------------------- the database play on its own
