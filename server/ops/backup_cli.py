@@ -34,13 +34,16 @@ def _progress(args: argparse.Namespace) -> BackupProgress:
     return SilentProgress() if args.quiet else StderrProgress()
 
 
+MAX_AGE_HOURS_LIMIT = 24 * 366 * 10
+
+
 def _max_age_hours(text: str) -> int:
     try:
         hours = int(text)
     except ValueError:
         hours = 0
-    if not 1 <= hours <= 24 * 366 * 10:
-        raise argparse.ArgumentTypeError("HOURS is a whole number of hours, from 1 to 87840")
+    if not 1 <= hours <= MAX_AGE_HOURS_LIMIT:
+        raise argparse.ArgumentTypeError(f"HOURS is a whole number of hours, from 1 to {MAX_AGE_HOURS_LIMIT}")
     return hours
 
 
