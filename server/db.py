@@ -20,10 +20,14 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from server.sqlite_adapter import one_hop_dbapi
+
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
 WRITE_OPTION = "strongroom_write"
+# SQLite: a read_transaction runs its statements without BEGIN (each reads the latest commit on its own).
+READ_OPTION = "strongroom_read"
 
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
@@ -42,8 +46,10 @@ def _sqlite_begin(connection: Connection) -> None:
     # A unit of work that reads and then writes must hold SQLite's write lock from its start: a deferred
     # transaction whose snapshot is overtaken by another writer cannot upgrade (SQLITE_BUSY_SNAPSHOT), and
     # the audit chain head must be read under the same lock that appends to it.
-    immediate = connection.get_execution_options().get(WRITE_OPTION, False)
-    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    options = connection.get_execution_options()
+    if options.get(READ_OPTION, False):
+        return  # a read_transaction: each statement reads on its own, as on PostgreSQL
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if options.get(WRITE_OPTION, False) else "BEGIN")
 
 
 # How long a writer of this process waits for another of this process before giving up, as SQLite's
@@ -146,7 +152,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         database = url.split(":///", 1)[-1]
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, module=one_hop_dbapi(), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "begin", _sqlite_begin)
         if database and database != ":memory:":
@@ -188,10 +194,13 @@ async def read_transaction(session: AsyncSession) -> AsyncIterator[None]:
     """A unit of work that only reads. On PostgreSQL its statements run without BEGIN and COMMIT, two of the four
     round trips a single read made (with its record's query and the read event's append): under READ COMMITTED
     each statement takes its own snapshot inside a transaction too, so a reader sees the same. Nothing in it may
-    write or lock rows. On SQLite it is a plain transaction."""
+    write or lock rows. On SQLite, likewise, no BEGIN: each statement reads the latest commit, and with nothing
+    begun the commit and the pool's rollback cost no call to the connection's thread (server.sqlite_adapter)."""
     async with session.begin():
         if session.get_bind().dialect.name == "postgresql":
             await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        else:
+            await session.connection(execution_options={READ_OPTION: True})
         yield
 
 

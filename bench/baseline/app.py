@@ -1,7 +1,8 @@
 """The baseline: what you would write without Strongroom. Litestar + SQLAlchemy (async ORM) + msgspec.
 
-Same tables (created by Strongroom's migrations), same database, same driver (aiosqlite / asyncpg), same pool
-and SQLite pragmas, same serializer (Litestar's msgspec), same ASGI server and worker count (``serve.py``).
+Same tables (created by Strongroom's migrations), same database, same driver (aiosqlite / asyncpg), same pool,
+SQLite pragmas and SQLite driver adapter (``server.sqlite_adapter``), same serializer (Litestar's msgspec), same
+ASGI server and worker count (``serve.py``).
 No authentication, no authorization, no field masks, no encryption, no audit, no access log: the floor the
 security features are measured against. Every route that a scenario uses has the same path, query and body
 as Strongroom's, so one load script drives both apps; the answers carry the same fields as Strongroom's
@@ -49,6 +50,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
+
+from server.sqlite_adapter import one_hop_dbapi
 
 # -- mapping ---------------------------------------------------------------------------------------------------
 
@@ -468,8 +471,8 @@ def create_app() -> Litestar:
     url = os.environ["STRONGROOM_DATABASE_URL"]
 
     async def startup(app: Litestar) -> None:
-        if url.startswith("sqlite"):  # the same pragmas and pool as Strongroom's server/db.py
-            engine = create_async_engine(url)
+        if url.startswith("sqlite"):  # the same pragmas, pool and driver adapter as Strongroom's server/db.py
+            engine = create_async_engine(url, module=one_hop_dbapi())
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:  # Strongroom's pool size, with SQLAlchemy's stock pre-ping (Strongroom pings only idle connections)
             engine = create_async_engine(url, pool_size=20, max_overflow=10, pool_pre_ping=True)
