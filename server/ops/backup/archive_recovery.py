@@ -16,6 +16,7 @@ from pathlib import Path
 
 from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
+from server.file_ownership import make_directory_as_parent_owner
 from server.ops.backup.archive_copies import ArchiveCopy, ArchiveRecord, archive_problems, copies_by_archive
 from server.ops.backup.archive_manifest import read_archive_manifest
 from server.ops.backup.encryption import BackupKeys, PlaintextSink
@@ -186,7 +187,7 @@ def put_back_archives(records: Iterable[ArchiveRecord], backup_directory: Path, 
     present: list[int] = []
     not_restored: list[tuple[int, str]] = []
     try:
-        archive_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directory_as_parent_owner(archive_directory, 0o700)
     except OSError as error:
         reason = f"the archive directory {archive_directory} cannot be created: {error.strerror}"
         return ArchivesPutBack((), (), tuple((record.number, reason) for record in wanted))

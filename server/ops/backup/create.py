@@ -159,7 +159,8 @@ async def create_backup(
 
     Then copies, encrypted, every audit archive file the database records that has no copy in the directory
     yet (``archive_copies``). Records a ``backup`` audit event in the database (``error`` outcome, with the cause,
-    for every failure, an archive that could not be copied included), naming the archives copied.
+    for every failure, an archive that could not be copied included), naming the archives copied. Run as root,
+    every file and directory it writes is the backup directory's owner's (:mod:`server.file_ownership`).
 
     Args:
         settings: Name the database, the keys and (without ``out_dir``) the backup directory.

@@ -9,7 +9,9 @@ In order:
    revision: a revision this code's migrations do not know (a backup from a newer Strongroom) is refused before
    anything is changed.
 2. The data. SQLite: decrypted into a private file beside the target, checked (SQLite integrity check, revision
-   and audit head against the manifest), then copied into the target with SQLite's backup API. PostgreSQL: the
+   and audit head against the manifest), then copied into the target with SQLite's backup API. Run as root, the
+   target file is first given to the owner of its directory (:mod:`server.file_ownership`), as is every file the
+   restore writes into Strongroom's directories, so that the server's user can open them afterwards. PostgreSQL: the
    decrypted archive goes through ``pg_restore`` into ``psql``, which empties the ``public`` schema and loads the
    backup in one transaction (rolled back on any failure).
 3. ``strongroom migrate`` to this code's head.
@@ -44,6 +46,7 @@ from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.db import create_engine, create_session_factory, current_revision, migrate, write_transaction
 from server.domain.customers.models import Customer
+from server.file_ownership import make_directory_as_parent_owner
 from server.ops.backup import postgres, sqlite
 from server.ops.backup.archive_copies import recorded_archives_at
 from server.ops.backup.archive_recovery import ArchivesPutBack, put_back_archives
@@ -86,7 +89,7 @@ class RestoreReport:
 
 def _restore_sqlite(url: str, backup: Path, manifest: Manifest, keys: BackupKeys, progress: BackupProgress) -> None:
     target = sqlite.sqlite_path(url)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_directory_as_parent_owner(target.parent, 0o700)
     # Beside the target: the same file system, and no copy of the data in clear anywhere else.
     with tempfile.TemporaryDirectory(prefix=".strongroom-restore-", dir=target.parent) as folder:
         decrypted = Path(folder) / "backup.db"
