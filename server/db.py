@@ -20,6 +20,7 @@ from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
+from server.file_ownership import give_file_to_directory_owner
 from server.sqlite_adapter import one_hop_dbapi
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -116,6 +117,8 @@ class SqliteWriteGate:
 
     def _file(self) -> int:
         if self._fd is None:
+            # A command run as root (`backup restore`) must not leave a lock file the server's user cannot open.
+            give_file_to_directory_owner(self._path)
             self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
             weakref.finalize(self, os.close, self._fd)  # the gate lives as long as its engine
         return self._fd

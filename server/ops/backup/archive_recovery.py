@@ -16,11 +16,12 @@ from pathlib import Path
 
 from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
+from server.file_ownership import make_directory_as_parent_owner
 from server.ops.backup.archive_copies import ArchiveCopy, ArchiveRecord, archive_problems, copies_by_archive
 from server.ops.backup.archive_manifest import read_archive_manifest
 from server.ops.backup.encryption import BackupKeys, PlaintextSink
-from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
-from server.ops.backup.events import record_backup_event_at
+from server.ops.backup.errors import BackupError, BackupInvalid
+from server.ops.backup.events import failure_reason, record_backup_event_at
 from server.ops.backup.files import PARTIAL_SUFFIX, HashingWriter, create_private, fsync_directory, sha256_of
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import ARCHIVE_COPY_FORMAT, backup_and_manifest, manifest_format
@@ -113,7 +114,8 @@ async def verify_archive_copy(
 ) -> ArchiveCopy:
     """``backup verify`` of one archive copy: its manifest, the encrypted file, and the decrypted archive's SHA-256.
 
-    Nothing is written in clear. Records a ``backup`` audit event unless ``record`` is false.
+    Nothing is written in clear. Records a ``backup`` audit event unless ``record`` is false (outcome ``error``
+    for every failure below).
 
     Raises:
         BackupError: A file is missing or unreadable.
@@ -121,18 +123,19 @@ async def verify_archive_copy(
         BackupInvalid: The manifest was edited, or the copy is altered or truncated.
     """
     progress = progress or SilentProgress()
-    keys = keys or load_backup_keys(settings)
     encrypted, manifest_file = backup_and_manifest(path)
     try:
+        keys = keys or load_backup_keys(settings)
         if not encrypted.is_file():
             raise BackupError(f"no archive copy {encrypted}")
         copy = ArchiveCopy(encrypted, read_archive_manifest(manifest_file, keys))
         check_archive_copy(copy, keys, progress)
-    except (BackupInvalid, BackupRefused) as error:
+    except Exception as error:
         if record:
             await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
                                          outcome=AuditOutcome.ERROR,
-                                         reason=f"verify of archive copy {encrypted.name} failed: {error}")
+                                         reason=f"verify of archive copy {encrypted.name} failed: "
+                                                f"{failure_reason(error)}")
         raise
     if record:
         manifest = copy.manifest
@@ -184,7 +187,7 @@ def put_back_archives(records: Iterable[ArchiveRecord], backup_directory: Path, 
     present: list[int] = []
     not_restored: list[tuple[int, str]] = []
     try:
-        archive_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directory_as_parent_owner(archive_directory, 0o700)
     except OSError as error:
         reason = f"the archive directory {archive_directory} cannot be created: {error.strerror}"
         return ArchivesPutBack((), (), tuple((record.number, reason) for record in wanted))

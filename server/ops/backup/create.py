@@ -39,7 +39,7 @@ from server.ops.backup import postgres, sqlite
 from server.ops.backup.archive_copies import ArchiveProtection, protect_archives, recorded_archives
 from server.ops.backup.encryption import FILE_ID_BYTES, BackupKeys, EncryptedFile
 from server.ops.backup.errors import ArchivesUnprotected, BackupError
-from server.ops.backup.events import record_backup_event, record_backup_event_at
+from server.ops.backup.events import failure_reason, record_backup_event, record_backup_event_at
 from server.ops.backup.files import PARTIAL_SUFFIX, encrypt_into, fsync_directory, prepare_directory
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import (
@@ -122,6 +122,27 @@ async def _postgres_backup(engine: AsyncEngine, url: str, partial: Path, keys: B
     return state, found[0]
 
 
+async def _prepare(settings: Settings, directory: Path, keys: BackupKeys | None,
+                   sessions: async_sessionmaker[AsyncSession], progress: BackupProgress) -> BackupKeys:
+    """The backup keys, the backup directory, and the pending audit events sealed (what a backup needs first).
+
+    Raises:
+        BackupError: No keyring, an unusable directory, no database or an unreachable one.
+    """
+    keys = keys or load_backup_keys(settings)
+    prepare_directory(directory)
+    url = settings.resolved_database_url
+    if settings.is_sqlite and not sqlite.sqlite_path(url).is_file():
+        raise BackupError(f"no SQLite database at {sqlite.sqlite_path(url)}")  # sealing would create an empty one
+    progress.phase("sealing pending audit events")
+    try:
+        async with sessions() as session:
+            await seal_pending(session)
+    except (SQLAlchemyError, OSError) as error:
+        raise BackupError(f"cannot reach the database ({type(error).__name__})") from None
+    return keys
+
+
 def _names(directory: Path, created_at: datetime, file_id: bytes) -> tuple[Path, Path]:
     name = f"strongroom-{created_at:%Y%m%dT%H%M%SZ}-{file_id[:2].hex()}{BACKUP_SUFFIX}"
     return directory / name, directory / (name + PARTIAL_SUFFIX)
@@ -137,8 +158,9 @@ async def create_backup(
     """Snapshot the configured database, encrypt it with the keyring's backup key and write the manifest.
 
     Then copies, encrypted, every audit archive file the database records that has no copy in the directory
-    yet (``archive_copies``). Records a ``backup`` audit event in the database (``error`` outcome if the backup
-    failed or an archive could not be copied), naming the archives copied.
+    yet (``archive_copies``). Records a ``backup`` audit event in the database (``error`` outcome, with the cause,
+    for every failure, an archive that could not be copied included), naming the archives copied. Run as root,
+    every file and directory it writes is the backup directory's owner's (:mod:`server.file_ownership`).
 
     Args:
         settings: Name the database, the keys and (without ``out_dir``) the backup directory.
@@ -152,20 +174,18 @@ async def create_backup(
             unreadable (the other archives were copied).
     """
     progress = progress or SilentProgress()
-    keys = keys or load_backup_keys(settings)
     directory = out_dir if out_dir is not None else settings.resolved_backup_dir
-    prepare_directory(directory)
     url = settings.resolved_database_url
     kind = "sqlite" if settings.is_sqlite else "postgresql"
     engine = create_engine(url)
     sessions = create_session_factory(engine)
     try:
-        progress.phase("sealing pending audit events")
         try:
-            async with sessions() as session:
-                await seal_pending(session)
-        except (SQLAlchemyError, OSError) as error:
-            raise BackupError(f"cannot reach the database ({type(error).__name__})") from None
+            keys = await _prepare(settings, directory, keys, sessions, progress)
+        except Exception as error:
+            await record_backup_event_at(url, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR,
+                                         reason=f"backup failed: {failure_reason(error)}")
+            raise
         created_at = datetime.now(UTC).replace(microsecond=0)
         file_id = os.urandom(FILE_ID_BYTES)
         target, partial = _names(directory, created_at, file_id)
@@ -188,9 +208,8 @@ async def create_backup(
             for leftover in (partial, target, manifest_path(target)):  # never half a backup
                 leftover.unlink(missing_ok=True)
             if isinstance(error, Exception):
-                detail = str(error) if isinstance(error, BackupError) else type(error).__name__
                 await record_backup_event_at(url, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR,
-                                             reason=f"backup failed: {detail}", file_id=file_id.hex())
+                                             reason=f"backup failed: {failure_reason(error)}", file_id=file_id.hex())
             if isinstance(error, SQLAlchemyError | ConnectionError):
                 raise BackupError(f"the database failed during the backup ({type(error).__name__})") from None
             raise
@@ -203,8 +222,8 @@ async def create_backup(
         details["archives_copied"] = [copy.manifest.archive for copy in archives.copied]
         if archives.unprotected:
             numbers = [number for number, _why in archives.unprotected]
-            await record_backup_event(
-                sessions, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR, file_id=file_id.hex(),
+            await record_backup_event_at(
+                url, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR, file_id=file_id.hex(),
                 reason=f"backup {target.name} created, but audit archive(s) {_listed(numbers)} are not protected: "
                        f"{archives.unprotected_summary()}",
                 after={**details, "archives_unprotected": numbers})
@@ -233,13 +252,14 @@ async def _protect_archives(settings: Settings, sessions: async_sessionmaker[Asy
     the snapshot does, and each of them has a copy once this returns without unprotected archives.
     """
     progress.phase("audit archives")
+    archive_directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
     try:
         async with sessions() as session, session.begin():
             records = await recorded_archives(session)
-    except (SQLAlchemyError, OSError) as error:
-        reason = f"backup {backup_name} created, but the audit archives could not be listed ({type(error).__name__})"
+        return await asyncio.to_thread(protect_archives, records, archive_directory, directory, keys, progress)
+    except (SQLAlchemyError, OSError, BackupError) as error:
+        reason = f"backup {backup_name} created, but the audit archives could not be listed or copied " \
+                 f"({failure_reason(error)})"
         await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
                                      outcome=AuditOutcome.ERROR, reason=reason, file_id=file_id.hex())
         raise BackupError(reason) from None
-    archive_directory = retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
-    return await asyncio.to_thread(protect_archives, records, archive_directory, directory, keys, progress)

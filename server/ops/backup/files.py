@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+from server.file_ownership import give_to_directory_owner, make_directory_as_parent_owner
 from server.ops.backup.encryption import BackupKeys, EncryptedFile, PlaintextSink, PlaintextSource, encrypt_stream
 from server.ops.backup.errors import BackupError
 from server.ops.backup.progress import BackupProgress
@@ -27,13 +28,13 @@ PARTIAL_SUFFIX = ".partial"  # a file being written; renamed once complete (prun
 
 
 def prepare_directory(directory: Path) -> None:
-    """Create ``directory`` (0700) if needed and check it is writable.
+    """Create ``directory`` (0700; as root, its nearest existing parent's owner's) if needed and check it is writable.
 
     Raises:
         BackupError: It cannot be created or written.
     """
     try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_directory_as_parent_owner(directory, 0o700)
     except OSError as error:
         raise BackupError(f"cannot create the backup directory {directory}: {error.strerror}") from None
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -41,8 +42,17 @@ def prepare_directory(directory: Path) -> None:
 
 
 def create_private(path: Path) -> BinaryIO:
-    """A new file (mode 0600, never over an existing one), open for binary writing."""
+    """A new file (mode 0600, never over an existing one; as root, its directory's owner's), open for binary writing.
+
+    A backup written as root into the service user's backup directory must stay readable by the backup job and
+    ``prune``, which run as that user; a scratch file in a temporary directory of root's own stays root's.
+    """
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    try:
+        give_to_directory_owner(descriptor, path.parent)
+    except BaseException:
+        os.close(descriptor)
+        raise
     return os.fdopen(descriptor, "wb")
 
 

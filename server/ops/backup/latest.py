@@ -24,7 +24,7 @@ from server.config import Settings
 from server.domain.base import utc_now
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid
-from server.ops.backup.events import record_backup_event_at
+from server.ops.backup.events import failure_reason, record_backup_event_at
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import BACKUP_SUFFIX, MANIFEST_SUFFIX
 from server.ops.backup.prune import scan_backups
@@ -100,8 +100,9 @@ async def find_latest_backup(
         settings: The keyring (to authenticate manifests), the database (audit event), the default directory.
         directory: Default ``settings.resolved_backup_dir``, where ``backup create`` and ``prune`` work.
         keys: The backup keys; by default from the configured keyring.
-        record: Record a ``backup`` audit event with outcome ``error`` when there is no backup to verify, or only
-            a stale one (a failure to record is reported on stderr and does not change the outcome).
+        record: Record a ``backup`` audit event with outcome ``error`` when there is no backup to verify, only a
+            stale one, or the keyring or directory cannot be read (a failure to record is reported on stderr and
+            does not change the outcome).
         max_age: The newest backup must be younger than this (backups that stopped being taken fail the check,
             however good the last one was).
         now: The time ``max_age`` is measured from; default now.
@@ -111,22 +112,23 @@ async def find_latest_backup(
             (nothing was verified: exit 2, like a missing file).
         BackupInvalid: The newest backup is older than ``max_age`` (exit 1: there is no current backup).
     """
-    keys = keys or load_backup_keys(settings)
     directory = directory if directory is not None else settings.resolved_backup_dir
-    latest = newest_backup(directory, keys)
-    if latest is None:
-        failure: Exception = BackupError(f"no database backup to verify in {directory}")
-    elif max_age is not None and (age := (now or utc_now()) - latest.created_at) > max_age:
-        failure = BackupInvalid(
-            f"the newest backup in {directory}, {latest.backup.name}, was made {latest.created_at:%Y-%m-%d %H:%M:%SZ}, "
-            f"{_hours(age)} ago, more than the {_hours(max_age)} allowed: backups are no longer being taken")
-    else:
-        return latest
-    if record:
-        await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
-                                     outcome=AuditOutcome.ERROR,
-                                     reason=f"verify of the newest backup failed: {failure}")
-    raise failure
+    try:
+        latest = newest_backup(directory, keys or load_backup_keys(settings))
+        if latest is None:
+            raise BackupError(f"no database backup to verify in {directory}")
+        if max_age is not None and (age := (now or utc_now()) - latest.created_at) > max_age:
+            raise BackupInvalid(
+                f"the newest backup in {directory}, {latest.backup.name}, was made "
+                f"{latest.created_at:%Y-%m-%d %H:%M:%SZ}, {_hours(age)} ago, more than the {_hours(max_age)} allowed: "
+                "backups are no longer being taken")
+    except Exception as failure:
+        if record:
+            await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
+                                         outcome=AuditOutcome.ERROR,
+                                         reason=f"verify of the newest backup failed: {failure_reason(failure)}")
+        raise
+    return latest
 
 
 def _hours(span: timedelta) -> str:

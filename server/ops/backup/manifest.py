@@ -28,6 +28,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any, Final
 
+from server.file_ownership import give_to_directory_owner
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
 
@@ -166,12 +167,13 @@ def backup_and_manifest(path: str | os.PathLike[str]) -> tuple[Path, Path]:
 
 
 def write_signed_document(path: Path, document: dict[str, Any], keys: BackupKeys, kind: SignedDocumentKind) -> None:
-    """Write ``document`` (every field of ``kind`` but ``mac``) with its MAC: mode 0600, fsync'd, never over an
-    existing file."""
+    """Write ``document`` (every field of ``kind`` but ``mac``) with its MAC: mode 0600 (as root, the directory
+    owner's), fsync'd, never over an existing file."""
     signed = {**document, "mac": _mac(document, keys, kind)}
     text = json.dumps(signed, sort_keys=True, indent=2) + "\n"
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
     with os.fdopen(descriptor, "w", encoding="ascii") as handle:
+        give_to_directory_owner(handle.fileno(), path.parent)
         handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())

@@ -22,12 +22,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Final
 
-from server.audit.tags import AuditAction
+from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.ops.backup.archive_copies import authenticated_copies, scan_archive_copies
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
-from server.ops.backup.events import record_backup_event_at
+from server.ops.backup.events import failure_reason, record_backup_event_at
 from server.ops.backup.files import PARTIAL_SUFFIX, fsync_directory
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import BACKUP_SUFFIX, MANIFEST_SUFFIX, manifest_path, read_manifest
@@ -136,6 +136,35 @@ def _stale_partials(directory: Path, now: float) -> list[Path]:
         return []
 
 
+def _plan(directory: Path, keys: BackupKeys, policy: RetentionPolicy) -> PruneResult:
+    """What the policy keeps and deletes in ``directory``, and what is left alone (see the module docstring)."""
+    claimed_copies = scan_archive_copies(directory)
+    entries, skipped = scan_backups(directory, keys, claimed_copies)
+    kept = select_kept(entries, policy)
+    copies, rejected = authenticated_copies(claimed_copies, keys)
+    result = PruneResult(skipped=skipped + rejected, archive_copies=[copy.path for copy in copies])
+    for entry in sorted(entries, key=lambda item: item.created_at, reverse=True):
+        (result.kept if entry.backup in kept else result.deleted).append(entry)
+    result.removed_partials = _stale_partials(directory, time.time())
+    return result
+
+
+def _delete(result: PruneResult, directory: Path, deleted: list[str]) -> None:
+    """Delete what ``result`` plans to, appending each file's name to ``deleted`` once it is gone."""
+    try:
+        for entry in result.deleted:
+            entry.backup.unlink(missing_ok=True)
+            entry.manifest.unlink(missing_ok=True)
+            deleted.append(entry.backup.name)
+        for partial in result.removed_partials:
+            partial.unlink(missing_ok=True)
+            deleted.append(partial.name)
+    except OSError as error:
+        raise BackupError(f"cannot delete {error.filename} in {directory}: {error.strerror}") from None
+    if deleted:
+        fsync_directory(directory)
+
+
 async def prune_backups(
     settings: Settings,
     directory: Path | None = None,
@@ -145,6 +174,8 @@ async def prune_backups(
     keys: BackupKeys | None = None,
 ) -> PruneResult:
     """Apply the retention policy to a backup directory; record a ``backup`` audit event unless ``dry_run``.
+
+    A prune that fails records an event with outcome ``error``, naming the files it had deleted by then.
 
     Args:
         settings: The keyring (to authenticate manifests), the database (audit event), the defaults.
@@ -156,29 +187,21 @@ async def prune_backups(
     Raises:
         BackupError: The keyring or the directory cannot be read, or a file cannot be deleted.
     """
-    keys = keys or load_backup_keys(settings)
     directory = directory if directory is not None else settings.resolved_backup_dir
     policy = policy or RetentionPolicy.from_settings(settings)
-    claimed_copies = scan_archive_copies(directory)
-    entries, skipped = scan_backups(directory, keys, claimed_copies)
-    kept = select_kept(entries, policy)
-    copies, rejected = authenticated_copies(claimed_copies, keys)
-    result = PruneResult(skipped=skipped + rejected, archive_copies=[copy.path for copy in copies])
-    for entry in sorted(entries, key=lambda item: item.created_at, reverse=True):
-        (result.kept if entry.backup in kept else result.deleted).append(entry)
-    result.removed_partials = _stale_partials(directory, time.time())
-    if dry_run:
-        return result
+    deleted: list[str] = []
     try:
-        for entry in result.deleted:
-            entry.backup.unlink(missing_ok=True)
-            entry.manifest.unlink(missing_ok=True)
-        for partial in result.removed_partials:
-            partial.unlink(missing_ok=True)
-    except OSError as error:
-        raise BackupError(f"cannot delete in {directory}: {error.strerror}") from None
-    if result.deleted or result.removed_partials:
-        fsync_directory(directory)
+        result = _plan(directory, keys or load_backup_keys(settings), policy)
+        if dry_run:
+            return result
+        _delete(result, directory, deleted)
+    except Exception as error:
+        if not dry_run:
+            await record_backup_event_at(
+                settings.resolved_database_url, action=AuditAction.BACKUP, outcome=AuditOutcome.ERROR,
+                reason=f"prune of {directory} failed after {len(deleted)} deletion(s): {failure_reason(error)}",
+                after={"deleted": deleted})
+        raise
     await record_backup_event_at(
         settings.resolved_database_url, action=AuditAction.BACKUP,
         reason=f"backups pruned (keep {policy.daily} daily, {policy.weekly} weekly, {policy.monthly} monthly): "

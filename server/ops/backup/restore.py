@@ -5,10 +5,13 @@ caching keys from, the database being replaced.
 
 In order:
 
-1. The manifest's MAC, the file's size and SHA-256, and the schema revision: a revision this code's migrations
-   do not know (a backup from a newer Strongroom) is refused before anything is changed.
+1. The keyring and the whole erasure ledger; the manifest's MAC, the file's size and SHA-256, and the schema
+   revision: a revision this code's migrations do not know (a backup from a newer Strongroom) is refused before
+   anything is changed.
 2. The data. SQLite: decrypted into a private file beside the target, checked (SQLite integrity check, revision
-   and audit head against the manifest), then copied into the target with SQLite's backup API. PostgreSQL: the
+   and audit head against the manifest), then copied into the target with SQLite's backup API. Run as root, the
+   target file is first given to the owner of its directory (:mod:`server.file_ownership`), as is every file the
+   restore writes into Strongroom's directories, so that the server's user can open them afterwards. PostgreSQL: the
    decrypted archive goes through ``pg_restore`` into ``psql``, which empties the ``public`` schema and loads the
    backup in one transaction (rolled back on any failure).
 3. ``strongroom migrate`` to this code's head.
@@ -36,7 +39,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from server.audit import retention
@@ -44,16 +46,16 @@ from server.audit.tags import AuditAction, AuditOutcome
 from server.config import Settings
 from server.db import create_engine, create_session_factory, current_revision, migrate, write_transaction
 from server.domain.customers.models import Customer
-from server.errors import StrongroomError
+from server.file_ownership import make_directory_as_parent_owner
 from server.ops.backup import postgres, sqlite
 from server.ops.backup.archive_copies import recorded_archives_at
 from server.ops.backup.archive_recovery import ArchivesPutBack, put_back_archives
 from server.ops.backup.encryption import BackupKeys
-from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
-from server.ops.backup.events import record_backup_event, record_backup_event_at
+from server.ops.backup.errors import BackupError, BackupInvalid
+from server.ops.backup.events import failure_reason, record_backup_event, record_backup_event_at
 from server.ops.backup.files import create_private
 from server.ops.backup.keys import load_keyring
-from server.ops.backup.manifest import Manifest
+from server.ops.backup.manifest import Manifest, backup_and_manifest
 from server.ops.backup.progress import BackupProgress, SilentProgress
 from server.ops.backup.reading import decrypt_backup, open_backup
 from server.ops.backup.schema import code_head
@@ -87,7 +89,7 @@ class RestoreReport:
 
 def _restore_sqlite(url: str, backup: Path, manifest: Manifest, keys: BackupKeys, progress: BackupProgress) -> None:
     target = sqlite.sqlite_path(url)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    make_directory_as_parent_owner(target.parent, 0o700)
     # Beside the target: the same file system, and no copy of the data in clear anywhere else.
     with tempfile.TemporaryDirectory(prefix=".strongroom-restore-", dir=target.parent) as folder:
         decrypted = Path(folder) / "backup.db"
@@ -180,6 +182,39 @@ async def _put_back_archives(settings: Settings, backup: Path, manifest: Manifes
     return archives
 
 
+def _field_cipher(settings: Settings) -> FieldCipher:
+    """The field cipher, with its erasure ledger read once: both must be usable before anything is replaced."""
+    try:
+        cipher = FieldCipher.from_settings(settings)
+        cipher.ledger.read_all()
+    except (OSError, ValueError, CryptoError) as error:
+        raise BackupError(f"cannot load the keyring and erasure ledger: {error}") from None
+    return cipher
+
+
+async def _replace_data(settings: Settings, path: str | Path, keys: BackupKeys,
+                        progress: BackupProgress) -> tuple[Path, Manifest]:
+    """Steps 1 and 2: check the backup, then replace the configured database's data with it; returns the backup
+    file and its manifest.
+
+    Raises:
+        BackupError, BackupInvalid, BackupRefused: As ``restore_backup``; nothing was changed.
+    """
+    url = settings.resolved_database_url
+    kind = "sqlite" if settings.is_sqlite else "postgresql"
+    backup, manifest = open_backup(path, keys, progress)
+    if manifest.database != kind:
+        raise BackupError(f"{backup.name} is a {manifest.database} backup; the configured database is {kind}")
+    check_revision(manifest)
+    if kind == "sqlite":
+        await asyncio.to_thread(_restore_sqlite, url, backup, manifest, keys, progress)
+    else:
+        progress.phase(f"restoring into database {postgres.database_name(url)!r} (one transaction)")
+        await asyncio.to_thread(postgres.restore, url, lambda stream: decrypt_backup(backup, stream, keys, progress),
+                                privileges=True)
+    return backup, manifest
+
+
 async def restore_backup(
     settings: Settings,
     path: str | Path,
@@ -195,36 +230,26 @@ async def restore_backup(
         progress: Phases and bytes.
         keys: The backup keys; by default from the configured keyring.
 
+    Every failure is recorded as a ``restore`` event with outcome ``error`` in the configured database (best
+    effort: a database that cannot take it is reported on stderr).
+
     Raises:
-        BackupError: Files, keys, tools or the database are missing, or the kinds differ (SQLite vs PostgreSQL).
+        BackupError: Files, keys, the erasure ledger, tools or the database are missing, or the kinds differ
+            (SQLite vs PostgreSQL): nothing was changed; or the data was restored and a later step failed.
         BackupRefused: Newer schema than this code, or made with another backup key: nothing was changed.
         BackupInvalid: The backup is altered or truncated: nothing was changed.
     """
     progress = progress or SilentProgress()
-    keyring = load_keyring(settings)
-    keys = keys or BackupKeys(keyring.backup_key)
     url = settings.resolved_database_url
-    kind = "sqlite" if settings.is_sqlite else "postgresql"
+    name = backup_and_manifest(path)[0].name
     try:
-        cipher = FieldCipher.from_settings(settings)  # the ledger must be readable before anything is replaced
-    except (OSError, ValueError) as error:
-        raise BackupError(f"cannot load the keyring and erasure ledger: {error}") from None
-    name = Path(path).name
-    try:
-        backup, manifest = open_backup(path, keys, progress)
-        name = backup.name
-        if manifest.database != kind:
-            raise BackupError(f"{backup.name} is a {manifest.database} backup; the configured database is {kind}")
-        check_revision(manifest)
-        if kind == "sqlite":
-            await asyncio.to_thread(_restore_sqlite, url, backup, manifest, keys, progress)
-        else:
-            progress.phase(f"restoring into database {postgres.database_name(url)!r} (one transaction)")
-            await asyncio.to_thread(postgres.restore, url, lambda stream: decrypt_backup(backup, stream, keys,
-                                                                                         progress), privileges=True)
-    except (BackupInvalid, BackupRefused, BackupError) as error:
+        keyring = load_keyring(settings)
+        keys = keys or BackupKeys(keyring.backup_key)
+        cipher = _field_cipher(settings)
+        backup, manifest = await _replace_data(settings, path, keys, progress)
+    except Exception as error:
         await record_backup_event_at(url, action=AuditAction.RESTORE, outcome=AuditOutcome.ERROR,
-                                     reason=f"restore of {name} refused, nothing changed: {error}")
+                                     reason=f"restore of {name} refused, nothing changed: {failure_reason(error)}")
         raise
     try:
         restored = await asyncio.to_thread(current_revision, url)
@@ -241,10 +266,12 @@ async def restore_backup(
         sealed, report, missing = await check_restored_database(url, audit_public_key(settings),
                                                                keyring.kek_versions())
         archives = await _put_back_archives(settings, backup, manifest, keys, progress)
-    except (SQLAlchemyError, OSError, StrongroomError) as error:
-        what = f"{type(error).__name__}: {error.strerror}" if isinstance(error, OSError) else type(error).__name__
+    except Exception as error:
+        what = failure_reason(error)
         await record_backup_event_at(url, action=AuditAction.RESTORE, outcome=AuditOutcome.ERROR,
                                      reason=f"restore of {name}: data restored, then the follow-up failed ({what})")
+        if isinstance(error, BackupInvalid):
+            raise
         raise BackupError(f"the data was restored, then the follow-up failed ({what}): run `strongroom migrate` and "
                           "`strongroom keys reapply-ledger`, then `strongroom audit verify`") from None
     return RestoreReport(backup=backup, manifest=manifest, schema_revision=revision, keys_destroyed_again=destroyed,

@@ -14,6 +14,7 @@ from typing import Final
 
 from sqlalchemy.engine import make_url
 
+from server.file_ownership import give_file_to_directory_owner
 from server.ops.backup.errors import BackupError, BackupInvalid
 from server.ops.backup.manifest import AuditHead, SnapshotState
 
@@ -118,10 +119,14 @@ def check_database_file(path: Path) -> None:
 def copy_into(source: Path, target: Path) -> None:
     """Replace the whole content of the database ``target`` (created if absent) with the file ``source``.
 
+    Run as root, the target is the owner's of its directory before anything is written, and so are the journal,
+    WAL and shared-memory files SQLite creates beside it (SQLite gives them the database file's owner).
+
     Raises:
         BackupError: The target is locked for longer than the busy timeout, or cannot be written.
+        OSError: As root, the target is a symbolic link or has other hard links.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
+    give_file_to_directory_owner(target)
     try:
         reader = sqlite3.connect(source)
         try:

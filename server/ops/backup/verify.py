@@ -34,10 +34,10 @@ from server.ops.backup.archive_recovery import verify_archive_copies
 from server.ops.backup.create import postgres_state
 from server.ops.backup.encryption import BackupKeys
 from server.ops.backup.errors import BackupError, BackupInvalid, BackupRefused
-from server.ops.backup.events import record_backup_event_at
+from server.ops.backup.events import failure_reason, record_backup_event_at
 from server.ops.backup.files import create_private
 from server.ops.backup.keys import load_keyring
-from server.ops.backup.manifest import Manifest, SnapshotState
+from server.ops.backup.manifest import Manifest, SnapshotState, backup_and_manifest
 from server.ops.backup.progress import BackupProgress, SilentProgress
 from server.ops.backup.reading import decrypt_backup, open_backup
 from server.ops.backup.schema import code_head, is_known_revision
@@ -182,6 +182,38 @@ async def _verify_postgres(settings: Settings, backup: Path, manifest: Manifest,
         await postgres.drop_database(server_url, postgres.database_name(scratch_url))
 
 
+async def _judge(settings: Settings, path: str | Path, progress: BackupProgress, keys: BackupKeys | None,
+                 scratch_dir: Path | None) -> VerifyReport:
+    """Every check of the module docstring, in order; raises at the first that fails (see ``verify_backup``)."""
+    keyring = load_keyring(settings)
+    keys = keys or BackupKeys(keyring.backup_key)
+    public_key = audit_public_key(settings)
+    backup, manifest = open_backup(path, keys, progress)
+    try:
+        if manifest.database == "sqlite":
+            (sealed, report, missing), archives = await _verify_sqlite(
+                backup, manifest, keys, progress, scratch_dir, public_key, keyring.kek_versions())
+        elif manifest.database == "postgresql":
+            (sealed, report, missing), archives = await _verify_postgres(
+                settings, backup, manifest, keys, progress, public_key, keyring.kek_versions())
+        else:
+            raise BackupInvalid(f"unknown database kind {manifest.database!r} in the manifest")
+    except SQLAlchemyError as error:
+        raise BackupInvalid(f"the restored scratch database failed a check ({type(error).__name__})") from None
+    if not report.ok:
+        raise BackupInvalid(f"the audit chain in the backup does not verify: event {report.first_bad_seq} "
+                            f"{report.problem}: {report.detail}")
+    if missing:
+        raise BackupRefused(
+            "this keyring lacks KEK version(s) " + ", ".join(map(str, sorted(missing))) +
+            f" under which {sum(missing.values())} data key(s) in the backup are wrapped: restored, their "
+            "customers' encrypted fields would be unreadable (restore the keyring from the backup's time)")
+    progress.phase(f"checking the copies of {len(archives)} audit archive(s) in {backup.parent}")
+    archives_verified = await asyncio.to_thread(verify_archive_copies, archives, backup.parent, keys, progress)
+    return VerifyReport(backup=backup, manifest=manifest, events_verified=report.events, pending_sealed=sealed,
+                        trail_detail=report.detail, archives_verified=archives_verified)
+
+
 async def verify_backup(
     settings: Settings,
     path: str | Path,
@@ -200,8 +232,8 @@ async def verify_backup(
         progress: Phases and bytes.
         keys: The backup keys; by default from the configured keyring.
         scratch_dir: Where an SQLite backup is decrypted (default: the system's temporary directory).
-        record: Record a ``backup`` audit event in the configured database (a failure to record is reported on
-            stderr and does not change the verdict).
+        record: Record a ``backup`` audit event in the configured database, outcome ``error`` for every failure
+            below (a failure to record is reported on stderr and does not change the verdict).
 
     Raises:
         BackupError: Files, keys, tools, privileges or the server are missing (the backup was not judged).
@@ -209,45 +241,22 @@ async def verify_backup(
         BackupRefused: Intact, but not restorable with this code and keyring (newer schema, another backup key,
             KEK versions missing).
     """
-    progress = progress or SilentProgress()
-    keyring = load_keyring(settings)
-    keys = keys or BackupKeys(keyring.backup_key)
-    public_key = audit_public_key(settings)
-    name = Path(path).name
     try:
-        backup, manifest = open_backup(path, keys, progress)
-        name = backup.name
-        try:
-            if manifest.database == "sqlite":
-                (sealed, report, missing), archives = await _verify_sqlite(
-                    backup, manifest, keys, progress, scratch_dir, public_key, keyring.kek_versions())
-            elif manifest.database == "postgresql":
-                (sealed, report, missing), archives = await _verify_postgres(
-                    settings, backup, manifest, keys, progress, public_key, keyring.kek_versions())
-            else:
-                raise BackupInvalid(f"unknown database kind {manifest.database!r} in the manifest")
-        except SQLAlchemyError as error:
-            raise BackupInvalid(f"the restored scratch database failed a check ({type(error).__name__})") from None
-        if not report.ok:
-            raise BackupInvalid(f"the audit chain in the backup does not verify: event {report.first_bad_seq} "
-                                f"{report.problem}: {report.detail}")
-        if missing:
-            raise BackupRefused(
-                "this keyring lacks KEK version(s) " + ", ".join(map(str, sorted(missing))) +
-                f" under which {sum(missing.values())} data key(s) in the backup are wrapped: restored, their "
-                "customers' encrypted fields would be unreadable (restore the keyring from the backup's time)")
-        progress.phase(f"checking the copies of {len(archives)} audit archive(s) in {backup.parent}")
-        archives_verified = await asyncio.to_thread(verify_archive_copies, archives, backup.parent, keys, progress)
-    except (BackupInvalid, BackupRefused) as error:
+        report = await _judge(settings, path, progress or SilentProgress(), keys, scratch_dir)
+    except Exception as error:
+        # Also when the backup could not be judged (keys, tools, scratch database, files): a scheduled
+        # verification that cannot run must leave a trace, not only one that finds damage.
         if record:
+            name = backup_and_manifest(path)[0].name
             await record_backup_event_at(settings.resolved_database_url, action=AuditAction.BACKUP,
-                                         outcome=AuditOutcome.ERROR, reason=f"verify of {name} failed: {error}")
+                                         outcome=AuditOutcome.ERROR,
+                                         reason=f"verify of {name} failed: {failure_reason(error)}")
         raise
     if record:
+        manifest = report.manifest
         await record_backup_event_at(
             settings.resolved_database_url, action=AuditAction.BACKUP, file_id=manifest.file_id,
-            reason=f"backup {backup.name} verified: {report.detail}",
-            after={"file": backup.name, "sha256": manifest.sha256, "events_verified": report.events,
-                   "archives_verified": list(archives_verified)})
-    return VerifyReport(backup=backup, manifest=manifest, events_verified=report.events, pending_sealed=sealed,
-                        trail_detail=report.detail, archives_verified=archives_verified)
+            reason=f"backup {report.backup.name} verified: {report.trail_detail}",
+            after={"file": report.backup.name, "sha256": manifest.sha256, "events_verified": report.events_verified,
+                   "archives_verified": list(report.archives_verified)})
+    return report

@@ -12,25 +12,14 @@ import base64
 import hashlib
 import json
 import os
-import secrets
 import time
-import uuid
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
-from server.audit import retention, trail
-from server.audit.models import AuditArchive, AuditEventRecord
-from server.audit.store import load_or_create_audit_key
-from server.audit.tags import ActorType, AuditAction
-from server.audit.trail import AuditActor
+from server.audit.models import AuditEventRecord
 from server.config import Settings
-from server.db import create_engine, create_session_factory, migrate, write_transaction
-from server.domain.base import utc_now
 from server.ops.backup import (
     ArchivesUnprotected,
     BackupInvalid,
@@ -45,68 +34,15 @@ from server.ops.backup.archive_recovery import verify_archive_copy
 from server.ops.backup.keys import load_backup_keys
 from server.ops.backup.manifest import manifest_path
 
-from .conftest import NewDatabase, backup_events, settings_for
-
-FUTURE = timedelta(days=3650)
-TEST_ACTOR = AuditActor(type=ActorType.SYSTEM, id=None, name="archive backup tests")
-
-
-@dataclass(frozen=True)
-class Archived:
-    """An archive made by a test: its number, file, recorded SHA-256, and the clear text its events hold."""
-
-    number: int
-    path: Path
-    sha256: str
-    marker: str
-
-
-# --------------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(name="fx_installation")
-async def fx_installation(fx_settings: Settings, fx_new_database: NewDatabase, tmp_path: Path) -> Settings:
-    """A migrated database of its own, with the session's keys; archives go to ``<tmp>/app/audit-archive``."""
-    url = await fx_new_database()
-    await asyncio.to_thread(migrate, url)
-    return settings_for(fx_settings, url, tmp_path / "app")
-
-
-def _archive_directory(settings: Settings) -> Path:
-    return retention.archive_dir(settings.data_dir, settings.audit_archive_dir)
-
-
-async def _archive_new_events(settings: Settings) -> Archived:
-    """Record events holding a clear name, then archive every expired event (all but the newest)."""
-    marker = f"Clear Name {secrets.token_hex(6)}"
-    engine = create_engine(settings.resolved_database_url)
-    try:
-        sessions = create_session_factory(engine)
-        async with sessions() as session, write_transaction(session):
-            for index in range(3):
-                await trail.record(session, action=AuditAction.CREATE, actor=TEST_ACTOR, entity="customer",
-                                   entity_id=str(uuid.uuid4()), after={"name": f"{marker} {index}"})
-        async with sessions() as session:
-            outcomes = [outcome async for outcome in retention.archive_expired(
-                session, signing_key=load_or_create_audit_key(settings.resolved_keys_dir, create=False),
-                directory=_archive_directory(settings), retention_days=settings.audit_retention_days,
-                actor=TEST_ACTOR, sink=settings.resolved_checkpoint_sink, now=utc_now() + FUTURE)]
-        made = [outcome for outcome in outcomes if isinstance(outcome, retention.ArchiveResult)]
-        assert len(made) == 1, outcomes
-        async with sessions() as session, session.begin():
-            row = (await session.execute(select(AuditArchive).order_by(AuditArchive.id.desc()))).scalars().first()
-        assert row is not None
-    finally:
-        await engine.dispose()
-    # The archive holds the clear name (in its events' canonical bytes), so the checks of the copies mean it.
-    assert any(marker.encode() in base64.b64decode(event) for event in _event_lines(made[0].path))
-    return Archived(number=int(row.id), path=made[0].path, sha256=row.file_sha256, marker=marker)
-
-
-def _event_lines(archive: Path) -> list[bytes]:
-    """The base64 canonical bytes of every event in an archive file, as they appear in it."""
-    lines = [json.loads(line) for line in archive.read_text().splitlines()]
-    return [line["canonical"].encode() for line in lines if line.get("type") == "event"]
+from .conftest import (
+    NewDatabase,
+    archive_directory,
+    archive_new_events,
+    backup_events,
+    cli_environment,
+    event_lines,
+    settings_for,
+)
 
 
 def _details(event: AuditEventRecord) -> dict[str, Any]:
@@ -128,14 +64,6 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _cli_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> None:
-    for name, value in (("STRONGROOM_DATA_DIR", settings.data_dir),
-                        ("STRONGROOM_DATABASE_URL", settings.resolved_database_url),
-                        ("STRONGROOM_KEYS_DIR", str(settings.resolved_keys_dir)),
-                        ("STRONGROOM_LOG_LEVEL", "WARNING")):
-        monkeypatch.setenv(name, value)
-
-
 # ---------------------------------------------------------------------------------------------- the whole path
 
 
@@ -143,7 +71,7 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
                                                                         tmp_path: Path) -> None:
     settings = fx_installation
     backups = tmp_path / "backups"
-    first = await _archive_new_events(settings)
+    first = await archive_new_events(settings)
 
     created = await create_backup(settings, backups)
     (copy,) = _copies(backups)
@@ -153,7 +81,7 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
     copied = copy.read_bytes()
     # Encrypted: neither the clear name nor any archived event's bytes are in the copy.
     assert first.marker.encode() not in copied
-    assert not any(event in copied or base64.b64decode(event) in copied for event in _event_lines(first.path))
+    assert not any(event in copied or base64.b64decode(event) in copied for event in event_lines(first.path))
     manifest = read_archive_manifest(manifest_path(copy), load_backup_keys(settings))
     assert (manifest.archive, manifest.archive_sha256, manifest.archive_file) == \
         (first.number, first.sha256, first.path.name)
@@ -167,7 +95,7 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
     assert await _copied_per_backup(settings) == {created.path.name: [first.number], again.path.name: []}
 
     # A later archive is copied by the next backup, and only it.
-    second = await _archive_new_events(settings)
+    second = await archive_new_events(settings)
     latest = await create_backup(settings, backups)
     assert [item.manifest.archive for item in latest.archives.copied] == [second.number]
     assert latest.archives.already_copied == (first.number,)
@@ -192,7 +120,7 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
         assert _sha256(archive.path) == archive.sha256
         assert archive.path.read_bytes() == originals[archive.number]
         assert oct(archive.path.stat().st_mode & 0o777) == "0o600"
-    assert not list(_archive_directory(settings).glob("*.partial"))
+    assert not list(archive_directory(settings).glob("*.partial"))
 
     # Restored again with the archives in place, nothing is written and all are found intact.
     repeated = await restore_backup(settings, latest.path)
@@ -205,12 +133,12 @@ async def test_archives_are_copied_encrypted_once_verified_and_put_back(fx_insta
 async def test_a_restore_on_a_new_host_puts_back_the_archives_the_backup_records(
     fx_installation: Settings, fx_settings: Settings, fx_new_database: NewDatabase, tmp_path: Path,
 ) -> None:
-    archived = await _archive_new_events(fx_installation)
+    archived = await archive_new_events(fx_installation)
     created = await create_backup(fx_installation, tmp_path / "backups")
     new_host = settings_for(fx_settings, await fx_new_database(), tmp_path / "new-host")
     report = await restore_backup(new_host, created.path)
     assert report.archives.restored == (archived.number,)
-    put_back = _archive_directory(new_host) / archived.path.name
+    put_back = archive_directory(new_host) / archived.path.name
     assert _sha256(put_back) == archived.sha256
 
 
@@ -221,7 +149,7 @@ async def test_an_altered_or_missing_archive_file_fails_the_backup_loudly(
     fx_installation: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = fx_installation
-    archived = await _archive_new_events(settings)
+    archived = await archive_new_events(settings)
     data = bytearray(archived.path.read_bytes())
     data[len(data) // 2] ^= 0x01  # same size, other content
     archived.path.write_bytes(bytes(data))
@@ -245,7 +173,7 @@ async def test_an_altered_or_missing_archive_file_fails_the_backup_loudly(
 
     from server.cli import main
 
-    _cli_environment(monkeypatch, settings)
+    cli_environment(monkeypatch, settings)
     assert await asyncio.to_thread(main, ["backup", "create", "--out", str(tmp_path / "cli"), "--prune",
                                           "--quiet"]) == 1
     captured = capsys.readouterr()
@@ -257,7 +185,7 @@ async def test_a_tampered_archive_copy_is_detected_by_verify_and_refused_by_rest
     fx_installation: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings = fx_installation
-    archived = await _archive_new_events(settings)
+    archived = await archive_new_events(settings)
     created = await create_backup(settings, tmp_path / "backups")
     (copy,) = _copies(tmp_path / "backups")
     data = bytearray(copy.read_bytes())
@@ -286,11 +214,11 @@ async def test_a_tampered_archive_copy_is_detected_by_verify_and_refused_by_rest
     ((number, why),) = report.archives.not_restored
     assert number == archived.number and "refused" in why
     assert not archived.path.exists()
-    assert not list(_archive_directory(settings).glob("*.partial"))  # no decrypted fragment left behind
+    assert not list(archive_directory(settings).glob("*.partial"))  # no decrypted fragment left behind
 
     from server.cli import main
 
-    _cli_environment(monkeypatch, settings)
+    cli_environment(monkeypatch, settings)
     assert await asyncio.to_thread(main, ["backup", "verify", str(copy), "--quiet"]) == 1
     assert "BACKUP BAD" in capsys.readouterr().err
     copy.unlink()
@@ -307,7 +235,7 @@ async def test_verify_latest_picks_the_database_backup_not_the_archive_copies_wr
     """The copies `backup create` writes after the database backup are newer on disk; --latest must still take the
     database backup, and then checks the copies as its archives."""
     settings = fx_installation
-    await _archive_new_events(settings)
+    await archive_new_events(settings)
     backups = tmp_path / "backups"
     created = await create_backup(settings, backups)
     (copy,) = _copies(backups)
@@ -316,7 +244,7 @@ async def test_verify_latest_picks_the_database_backup_not_the_archive_copies_wr
 
     from server.cli import main
 
-    _cli_environment(monkeypatch, settings)
+    cli_environment(monkeypatch, settings)
     assert await asyncio.to_thread(main, ["backup", "verify", "--latest", "--dir", str(backups), "--quiet"]) == 0
     captured = capsys.readouterr()
     assert f"newest backup: {created.path} (made " in captured.out
@@ -329,7 +257,7 @@ async def test_verify_latest_picks_the_database_backup_not_the_archive_copies_wr
 
 async def test_prune_never_deletes_archive_copies(fx_installation: Settings, tmp_path: Path) -> None:
     settings = fx_installation
-    archived = await _archive_new_events(settings)
+    archived = await archive_new_events(settings)
     backups = tmp_path / "backups"
     older = await create_backup(settings, backups)
     newer = await create_backup(settings, backups)

@@ -16,16 +16,7 @@ from server.cli import main
 from server.config import Settings
 from server.ops.backup.manifest import manifest_path
 
-from .conftest import backup_events
-
-
-def _cli_environment(monkeypatch: pytest.MonkeyPatch, settings: Settings, backup_dir: Path) -> None:
-    for name, value in (("STRONGROOM_DATA_DIR", settings.data_dir),
-                        ("STRONGROOM_DATABASE_URL", settings.resolved_database_url),
-                        ("STRONGROOM_KEYS_DIR", str(settings.resolved_keys_dir)),
-                        ("STRONGROOM_BACKUP_DIR", str(backup_dir)),
-                        ("STRONGROOM_LOG_LEVEL", "WARNING")):
-        monkeypatch.setenv(name, value)
+from .conftest import backup_events, cli_environment
 
 
 def _backup_into_the_configured_directory() -> None:
@@ -54,7 +45,7 @@ def test_latest_verifies_the_newest_backup_and_fails_on_its_damage(
     fx_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     backups = tmp_path / "configured-backups"
-    _cli_environment(monkeypatch, fx_settings, backups)
+    cli_environment(monkeypatch, fx_settings, backups)
     _backup_into_the_configured_directory()
     _backup_into_the_configured_directory()
     older, newer = sorted(backups.glob("strongroom-*.srbk"))
@@ -107,7 +98,7 @@ def test_latest_without_a_backup_exits_2_and_is_audited(
     fx_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
     missing = tmp_path / "no-backups-yet"
-    _cli_environment(monkeypatch, fx_settings, missing)
+    cli_environment(monkeypatch, fx_settings, missing)
     assert main(["backup", "verify", "--latest"]) == 2
     captured = capsys.readouterr()
     assert f"no database backup to verify in {missing}" in captured.err
@@ -129,7 +120,7 @@ def test_latest_without_a_backup_exits_2_and_is_audited(
 
 def test_latest_and_file_are_exclusive(fx_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    _cli_environment(monkeypatch, fx_settings, tmp_path)
+    cli_environment(monkeypatch, fx_settings, tmp_path)
     for argv in (["backup", "verify"], ["backup", "verify", "x.srbk", "--latest"]):
         with pytest.raises(SystemExit) as exited:
             main(argv)
@@ -145,7 +136,7 @@ def test_latest_with_a_maximum_age_fails_and_is_audited_when_backups_stopped(
     from server.ops.backup import latest
 
     backups = tmp_path / "configured-backups"
-    _cli_environment(monkeypatch, fx_settings, backups)
+    cli_environment(monkeypatch, fx_settings, backups)
     _backup_into_the_configured_directory()
     (backup,) = backups.glob("strongroom-*.srbk")
     capsys.readouterr()
