@@ -94,6 +94,15 @@ class ErasureLedgerUnavailable(StrongroomError):
     type_slug = "erasure-ledger-unavailable"
 
 
+class AuditUnavailable(StrongroomError):
+    """The audit trail could not record an act that must be recorded (a read of sensitive fields): nothing is
+    shown, and the client may retry (503)."""
+
+    status = 503
+    title = "Audit trail unavailable"
+    type_slug = "audit-unavailable"
+
+
 class UnsupportedMediaType(StrongroomError):
     """The body is not in the media type the endpoint reads (415)."""
 

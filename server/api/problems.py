@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import structlog
 from litestar import Request, Response
@@ -77,18 +77,39 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "an internal error occurred; quote the request id")
 
 
-def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
-    """A statement on a connection the database dropped (a restart, a failover): 503, retry. The pool has
-    replaced the connection, and every other connection as old, by then. Any other database error is
-    unexpected."""
-    if not exc.connection_invalidated:
-        return handle_unexpected(request, exc)
-    log.warning("database_connection_lost", error_type=type(exc.orig).__name__)
-    response = problem(request, HTTP_503_SERVICE_UNAVAILABLE,
-                       "the database connection was lost; retry the request (a change with its If-Match or "
-                       "Idempotency-Key, so that it is not applied twice)", slug="database-unavailable")
+# SQLSTATEs that mean the database cannot take the request now, not that the request is wrong: a connection
+# exception (class 08), insufficient resources such as too many connections (class 53), a shutdown, crash
+# recovery or start-up in progress (57P01-57P03).
+_UNAVAILABLE_SQLSTATES: Final = ("08", "53", "57P01", "57P02", "57P03")
+
+
+def _database_unavailable(request: Request[Any, Any, Any], detail: str, cause: str) -> Response[dict[str, Any]]:
+    log.warning("database_unavailable", error_type=cause)
+    response = problem(request, HTTP_503_SERVICE_UNAVAILABLE, detail, slug="database-unavailable")
     response.headers["Retry-After"] = "1"
     return response
+
+
+def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
+    """The database dropped a connection (a restart, a failover), could not be connected to (down, too many
+    connections, starting up), or refused for lack of resources: 503, retry. A dropped connection has been
+    replaced by the pool, with every other connection as old. Any other database error is unexpected."""
+    cause = type(exc.orig).__name__
+    if exc.connection_invalidated:
+        return _database_unavailable(request, "the database connection was lost; retry the request (a change with "
+                                     "its If-Match or Idempotency-Key, so that it is not applied twice)", cause)
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+    if exc.statement is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):  # no statement: it failed to connect
+        return _database_unavailable(request, "the database cannot take this request now; retry it shortly",
+                                     f"{cause} {sqlstate}".strip())
+    return handle_unexpected(request, exc)
+
+
+def handle_connection_error(request: Request[Any, Any, Any], exc: ConnectionError) -> Response[dict[str, Any]]:
+    """A connection this server opens, to its database, refused or reset (the driver raises it unwrapped when the
+    database's port does not answer): 503, retry."""
+    return _database_unavailable(request, "the database cannot be reached; retry the request shortly",
+                                 type(exc).__name__)
 
 
 EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
@@ -96,5 +117,6 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     ValidationException: handle_validation_error,
     HTTPException: handle_http_exception,
     DBAPIError: handle_database_error,
+    ConnectionError: handle_connection_error,
     Exception: handle_unexpected,
 }

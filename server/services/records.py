@@ -13,13 +13,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, Generic
 
+import structlog
 from sqlalchemy import ColumnElement, false, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from server.audit import trail
-from server.audit.group_commit import GroupCommitWriter
+from server.audit.group_commit import AuditWriteFailed, GroupCommitWriter
 from server.audit.tags import ActorType, AuditAction, AuditOutcome
 from server.audit.trail import AuditActor, RequestInfo
 from server.config import Settings
@@ -27,7 +28,7 @@ from server.db import read_transaction, write_transaction
 from server.domain.base import Base
 from server.domain.fields import Classification, EntitySpec, FieldSpec, MaskFormat
 from server.domain.repository import Keyset, ModelT, Repository, SortOrder
-from server.errors import Conflict, Forbidden, InvalidInput, KeyUnavailable, NotFound
+from server.errors import AuditUnavailable, Conflict, Forbidden, InvalidInput, KeyUnavailable, NotFound
 from server.security.access import AccessControl
 from server.security.crypto import NormalisationError, UnknownKey
 from server.security.field_cipher import EncryptedEntity, FieldCipher, Unreadable
@@ -36,6 +37,8 @@ from server.security.policy import FieldMask, RecordScope, Visibility, render_ma
 from server.security.principal import Principal
 from server.services import idempotency
 from server.services.pagination import ListQuery, encode_cursor
+
+log = structlog.get_logger("strongroom.records")
 
 # Scope criteria by (service class, scope, owner ids or unit ids): at most this many are kept.
 _SCOPE_CRITERIA_MAX = 4096
@@ -74,7 +77,12 @@ async def record_unchanging(context: CallContext, **details: Any) -> None:
     """
     row = trail.pending_event(actor=context.actor, request=context.request, **details)
     if context.events is not None:
-        await context.events.write(row)
+        try:
+            await context.events.write(row)
+        except AuditWriteFailed as failure:  # the writer logged nothing of it: its cause is named here
+            log.warning("audit_write_failed", error_type=type(failure.__cause__).__name__)
+            raise AuditUnavailable("the audit trail could not record this request, so nothing of it is shown; "
+                                   "retry the request") from failure
         return
     async with write_transaction(context.session):
         await trail.write_pending(context.session, [row])

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from server import db
+from server.audit.group_commit import GroupCommitWriter
 from server.services.records import RecordService
 
 
@@ -102,3 +103,71 @@ async def test_a_statement_on_a_lost_connection_answers_503_not_500(fx_api: Any)
     with mock.patch.object(RecordService, "get", side_effect=other):
         response = await fx_api.client.get(f"/api/v1/contacts/{uuid.uuid4()}", headers=headers)
     assert response.status_code == 500 and "some other failure" not in response.text
+
+
+async def _connect_failure(url: str) -> Exception:
+    """What the engine raises when it cannot open a connection to ``url`` (nothing is mocked but the route)."""
+    engine = db.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    except Exception as error:
+        return error
+    finally:
+        await engine.dispose()
+    raise AssertionError(f"{url} accepted a connection")
+
+
+def _assert_unavailable(response: Any, secret: str | None = None) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["type"].endswith("/database-unavailable")
+    assert "Traceback" not in response.text and "retry" in response.json()["detail"]
+    if secret is not None:
+        assert secret not in response.text
+
+
+async def test_a_database_that_refuses_a_new_connection_answers_503_not_500(
+        fx_api: Any, tmp_path: Any) -> None:
+    """PostgreSQL out of connections (a role over its limit: SQLSTATE 53300, as "too many clients"), an SQLite
+    file that cannot be opened, and a database port that does not answer: the client is told to retry."""
+    headers = await fx_api.login(["sales_manager"])
+    if fx_api.backend == "postgresql":
+        role = f"sr_no_connections_{uuid.uuid4().hex[:8]}"
+        admin = create_async_engine(fx_api.engine.url.render_as_string(hide_password=False), poolclass=NullPool,
+                                    isolation_level="AUTOCOMMIT")
+        async with admin.connect() as connection:
+            await connection.execute(text(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0"))
+        try:
+            failure = await _connect_failure(fx_api.engine.url.set(username=role).render_as_string(
+                hide_password=False))
+        finally:
+            async with admin.connect() as connection:
+                await connection.execute(text(f"DROP ROLE {role}"))
+            await admin.dispose()
+        assert getattr(getattr(failure, "orig", None), "sqlstate", None) == "53300"
+    else:
+        failure = await _connect_failure(f"sqlite+aiosqlite:///{tmp_path}")  # a directory, not a database file
+    assert isinstance(failure, DBAPIError) and not failure.connection_invalidated
+    with mock.patch.object(RecordService, "get", side_effect=failure):
+        _assert_unavailable(await fx_api.client.get(f"/api/v1/contacts/{uuid.uuid4()}", headers=headers),
+                            secret=str(tmp_path))
+    refused = await _connect_failure("postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    assert isinstance(refused, ConnectionRefusedError)
+    with mock.patch.object(RecordService, "get", side_effect=refused):
+        _assert_unavailable(await fx_api.client.get(f"/api/v1/contacts/{uuid.uuid4()}", headers=headers))
+
+
+async def test_a_read_whose_audit_event_cannot_be_written_answers_503_and_shows_nothing(
+        fx_api: Any, fx_headers: dict[str, str], fx_customer: dict[str, Any]) -> None:
+    headers = fx_headers
+    created = await fx_api.client.post("/api/v1/contacts", headers=headers, json={
+        "customer_id": fx_customer["id"], "name": "Audit Failure", "email": "audit.failure@example.com"})
+    assert created.status_code == 201, created.text
+    with mock.patch.object(GroupCommitWriter, "_commit", side_effect=OSError(28, "No space left on device")):
+        response = await fx_api.client.get(f"/api/v1/contacts/{created.json()['id']}", headers=headers)
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("/audit-unavailable")
+    assert "audit.failure" not in response.text and "Traceback" not in response.text
+    assert (await fx_api.client.get(f"/api/v1/contacts/{created.json()['id']}", headers=headers)).status_code == 200
