@@ -77,10 +77,13 @@ def handle_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Respon
     return problem(request, HTTP_500_INTERNAL_SERVER_ERROR, "an internal error occurred; quote the request id")
 
 
-# SQLSTATEs that mean the database cannot take the request now, not that the request is wrong: a connection
-# exception (class 08), insufficient resources such as too many connections (class 53), a shutdown, crash
-# recovery or start-up in progress (57P01-57P03).
-_UNAVAILABLE_SQLSTATES: Final = ("08", "53", "57P01", "57P02", "57P03")
+# What means the database cannot take the request now, not that the request is wrong. PostgreSQL SQLSTATEs: a
+# connection exception (class 08), a transaction rolled back as a serialization failure or deadlock victim
+# (class 40), insufficient resources such as too many connections (class 53), a lock not available (55P03), a
+# statement cancelled by its timeout (57014), a shutdown, crash recovery or start-up in progress (57P01-57P03).
+# SQLite: the database locked by another writer beyond the busy timeout.
+_UNAVAILABLE_SQLSTATES: Final = ("08", "40", "53", "55P03", "57014", "57P01", "57P02", "57P03")
+_UNAVAILABLE_SQLITE: Final = frozenset({"SQLITE_BUSY", "SQLITE_LOCKED"})
 
 
 def _database_unavailable(request: Request[Any, Any, Any], detail: str, cause: str) -> Response[dict[str, Any]]:
@@ -92,16 +95,18 @@ def _database_unavailable(request: Request[Any, Any, Any], detail: str, cause: s
 
 def handle_database_error(request: Request[Any, Any, Any], exc: DBAPIError) -> Response[dict[str, Any]]:
     """The database dropped a connection (a restart, a failover), could not be connected to (down, too many
-    connections, starting up), or refused for lack of resources: 503, retry. A dropped connection has been
-    replaced by the pool, with every other connection as old. Any other database error is unexpected."""
+    connections, starting up), or could not serve the request now (a deadlock, a lock or statement timeout, SQLite
+    locked by another writer): 503, retry. A dropped connection has been replaced by the pool, with every other
+    connection as old. Any other database error is unexpected."""
     cause = type(exc.orig).__name__
     if exc.connection_invalidated:
         return _database_unavailable(request, "the database connection was lost; retry the request (a change with "
                                      "its If-Match or Idempotency-Key, so that it is not applied twice)", cause)
-    sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
-    if exc.statement is None or sqlstate.startswith(_UNAVAILABLE_SQLSTATES):  # no statement: it failed to connect
+    # Without a statement, the error was raised while connecting.
+    code = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "sqlite_errorname", None) or "")
+    if exc.statement is None or code.startswith(_UNAVAILABLE_SQLSTATES) or code in _UNAVAILABLE_SQLITE:
         return _database_unavailable(request, "the database cannot take this request now; retry it shortly",
-                                     f"{cause} {sqlstate}".strip())
+                                     f"{cause} {code}".strip())
     return handle_unexpected(request, exc)
 
 

@@ -171,3 +171,42 @@ async def test_a_read_whose_audit_event_cannot_be_written_answers_503_and_shows_
     assert response.json()["type"].endswith("/audit-unavailable")
     assert "audit.failure" not in response.text and "Traceback" not in response.text
     assert (await fx_api.client.get(f"/api/v1/contacts/{created.json()['id']}", headers=headers)).status_code == 200
+
+
+async def _lock_failure(fx_api: Any, tmp_path: Any) -> DBAPIError:
+    """A statement refused because another transaction holds a lock: PostgreSQL's lock_not_available (55P03, as
+    a lock or statement timeout or a deadlock would be), SQLite's "database is locked" past the busy timeout."""
+    if fx_api.backend == "postgresql":
+        url = fx_api.engine.url.render_as_string(hide_password=False)
+    else:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'locked.db'}"
+    holder_engine, waiter_engine = db.create_engine(url), db.create_engine(url)
+    try:
+        async with holder_engine.connect() as holder, waiter_engine.connect() as waiter:
+            if fx_api.backend == "postgresql":
+                await holder.execute(text("SELECT id FROM users ORDER BY id LIMIT 1 FOR UPDATE"))
+                with pytest.raises(DBAPIError) as refused:
+                    await waiter.execute(text("SELECT id FROM users ORDER BY id LIMIT 1 FOR UPDATE NOWAIT"))
+            else:
+                await holder.execute(text("CREATE TABLE IF NOT EXISTS t (n INT)"))
+                await holder.commit()
+                await holder.execution_options(**{db.WRITE_OPTION: True})
+                await holder.execute(text("INSERT INTO t VALUES (1)"))  # holds the write lock (BEGIN IMMEDIATE)
+                await waiter.execute(text("PRAGMA busy_timeout = 0"))
+                await waiter.commit()
+                with pytest.raises(DBAPIError) as refused:
+                    await waiter.execute(text("INSERT INTO t VALUES (2)"))
+            await waiter.rollback()
+            await holder.rollback()
+    finally:
+        await holder_engine.dispose()
+        await waiter_engine.dispose()
+    return refused.value
+
+
+async def test_a_statement_refused_for_a_lock_held_elsewhere_answers_503_not_500(fx_api: Any, tmp_path: Any) -> None:
+    headers = await fx_api.login(["sales_manager"])
+    refused = await _lock_failure(fx_api, tmp_path)
+    assert refused.statement is not None and not refused.connection_invalidated
+    with mock.patch.object(RecordService, "get", side_effect=refused):
+        _assert_unavailable(await fx_api.client.get(f"/api/v1/contacts/{uuid.uuid4()}", headers=headers))
