@@ -155,9 +155,10 @@ def _introduction(report: dict[str, Any]) -> list[str]:
         f"Run of {report['started_at']} ({report['label']}), {report['duration_s']:.0f} s in all. Raw results: "
         f"`{report.get('results_file', '')}`.",
         "",
-        "Strongroom is compared with `bench/baseline/`: the same tables, database, driver, serializer (msgspec), "
-        "ASGI server (granian) and worker count, without authentication, authorization, masking, encryption, "
-        "audit or access log. Both apps serve side by side; each scenario is warmed up on both, then measured "
+        "Strongroom is compared with `bench/baseline/`: the same tables, database, driver (and, on SQLite, "
+        "Strongroom's driver adapter), pool, serializer (msgspec), ASGI server (granian) and worker count, "
+        "without authentication, authorization, masking, encryption, audit or access log. Both apps serve side "
+        "by side; each scenario is warmed up on both, then measured "
         f"in {settings['rounds']} rounds of {settings['duration_s']} s that alternate which app goes first. "
         f"Load: wrk, {settings['connections']} connections, {settings['threads']} thread(s), on the same machine."
         + latency_text + " Throughput and latency are medians over the rounds; *spread* is the range of the "

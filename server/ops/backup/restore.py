@@ -246,6 +246,7 @@ async def restore_backup(
         keyring = load_keyring(settings)
         keys = keys or BackupKeys(keyring.backup_key)
         cipher = _field_cipher(settings)
+        public_key = audit_public_key(settings)  # needed to verify the restored chain: checked before replacing
         backup, manifest = await _replace_data(settings, path, keys, progress)
     except Exception as error:
         await record_backup_event_at(url, action=AuditAction.RESTORE, outcome=AuditOutcome.ERROR,
@@ -263,8 +264,7 @@ async def restore_backup(
         destroyed, erased = await _after_restore(settings, backup, manifest, cipher, revision)
         archived = _archive_checkpoint_sink(settings, datetime.now(UTC))
         progress.phase("sealing pending events and verifying the audit chain")
-        sealed, report, missing = await check_restored_database(url, audit_public_key(settings),
-                                                               keyring.kek_versions())
+        sealed, report, missing = await check_restored_database(url, public_key, keyring.kek_versions())
         archives = await _put_back_archives(settings, backup, manifest, keys, progress)
     except Exception as error:
         what = failure_reason(error)

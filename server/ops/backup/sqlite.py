@@ -43,24 +43,34 @@ def _tables(connection: sqlite3.Connection) -> set[str]:
 
 
 def read_state(path: Path) -> SnapshotState:
-    """Read the schema revision, the audit head and the number of pending audit events of an SQLite file."""
+    """Read the schema revision, the audit head and the number of pending audit events of an SQLite file.
+
+    Raises:
+        BackupInvalid: The file is an intact SQLite database whose tables are not Strongroom's.
+    """
     connection = _connect(path)
     try:
-        tables = _tables(connection)
-        revision = None
-        if "alembic_version" in tables:
-            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-            revision = str(row[0]) if row else None
-        head = None
-        if "audit_events" in tables:
-            row = connection.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
-            head = AuditHead(seq=int(row[0]), hash=bytes(row[1]).hex()) if row else None
-        pending = 0
-        if "audit_pending" in tables:
-            pending = int(connection.execute("SELECT count(*) FROM audit_pending").fetchone()[0])
-        return SnapshotState(revision, head, pending)
+        return _state(connection)
+    except sqlite3.Error as error:
+        raise BackupInvalid(f"the SQLite database's tables are not a Strongroom database's ({error})") from None
     finally:
         connection.close()
+
+
+def _state(connection: sqlite3.Connection) -> SnapshotState:
+    tables = _tables(connection)
+    revision = None
+    if "alembic_version" in tables:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        revision = str(row[0]) if row else None
+    head = None
+    if "audit_events" in tables:
+        row = connection.execute("SELECT seq, hash FROM audit_events ORDER BY seq DESC LIMIT 1").fetchone()
+        head = AuditHead(seq=int(row[0]), hash=bytes(row[1]).hex()) if row else None
+    pending = 0
+    if "audit_pending" in tables:
+        pending = int(connection.execute("SELECT count(*) FROM audit_pending").fetchone()[0])
+    return SnapshotState(revision, head, pending)
 
 
 def snapshot(source: Path, target: Path) -> None:

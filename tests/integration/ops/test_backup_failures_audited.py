@@ -5,14 +5,20 @@ and a database that cannot take the event changes no exit code."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import sqlite3
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from server.cli import main
 from server.config import Settings
 from server.ops.backup import create_backup, postgres
+from server.ops.backup import restore as restore_module
+from server.ops.backup import sqlite as sqlite_backup
+from server.ops.backup.errors import BackupInvalid
 from server.ops.backup.keys import load_backup_keys
 
 from .conftest import NewDatabase, backup_events, cli_environment, settings_for
@@ -102,18 +108,28 @@ def test_a_restore_that_fails_exits_2_and_is_audited_in_the_target(
     cli_environment(monkeypatch, target)
     assert main(["backup", "restore", str(backup), "--yes", "--quiet"]) == 0
 
-    # No audit signing key beside the keyring: the data is restored, then the chain cannot be verified.
+    # A step after the data was replaced fails (here: putting audit archives back from their copies). First:
+    # a later restore replaces the trail that holds the events of the refusals below.
+    lost = OSError(errno.EIO, "Input/output error", "archive-000001.jsonl")
+    with mock.patch.object(restore_module, "_put_back_archives", side_effect=lost):
+        assert main(["backup", "restore", str(backup), "--yes", "--quiet"]) == 2
+    captured = capsys.readouterr().err
+    assert "the data was restored, then the follow-up failed (archive-000001.jsonl: Input/output error" in captured
+    assert "Traceback" not in captured
+
+    # No audit signing key beside the keyring: the restored chain could not be verified, so the restore is
+    # refused before anything is replaced.
     keys = tmp_path / "keys-without-the-audit-key"
     keys.mkdir(mode=0o700)
     keyring = fx_settings.resolved_keys_dir / "keyring.json"
     (keys / keyring.name).write_bytes(keyring.read_bytes())
     (keys / keyring.name).chmod(0o600)
     monkeypatch.setenv("STRONGROOM_KEYS_DIR", str(keys))
-    assert main(["backup", "restore", str(backup), "--yes", "--quiet"]) == 2
+    with mock.patch.object(restore_module, "_replace_data", side_effect=AssertionError("data replaced")):
+        assert main(["backup", "restore", str(backup), "--yes", "--quiet"]) == 2
     monkeypatch.setenv("STRONGROOM_KEYS_DIR", str(fx_settings.resolved_keys_dir))
     captured = capsys.readouterr().err
-    assert "the data was restored, then the follow-up failed (cannot load the audit key" in captured
-    assert "Traceback" not in captured
+    assert "cannot load the audit key" in captured and "Traceback" not in captured
 
     # A damaged erasure ledger: refused before anything is replaced (it would bring erased customers back), so
     # the event stays in the target's trail beside the one above.
@@ -127,8 +143,10 @@ def test_a_restore_that_fails_exits_2_and_is_audited_in_the_target(
     reasons = _errors(target)
     assert any(reason.startswith(f"restore of {backup.name} refused, nothing changed: cannot load the keyring and "
                                  f"erasure ledger: {ledger}") for reason in reasons), reasons
-    assert any(reason.startswith(f"restore of {backup.name}: data restored, then the follow-up failed (cannot load "
-                                 "the audit key") for reason in reasons), reasons
+    assert any(reason.startswith(f"restore of {backup.name} refused, nothing changed: cannot load the audit key")
+               for reason in reasons), reasons
+    assert any(reason.startswith(f"restore of {backup.name}: data restored, then the follow-up failed "
+                                 "(archive-000001.jsonl: Input/output error") for reason in reasons), reasons
     _no_secrets(fx_settings, reasons)
 
 
@@ -149,3 +167,16 @@ def test_a_database_that_cannot_take_the_event_changes_no_exit_code(
     assert captured.err.count("warning: the audit event was not recorded") == 4, captured.err
     assert "Traceback" not in captured.err and "postgres@" not in captured.err
     assert not missing_database.exists()  # not created just to hold an event
+
+
+def test_an_sqlite_file_whose_tables_are_not_strongroom_s_is_invalid_not_a_crash(tmp_path: Path) -> None:
+    """An intact SQLite database (it passes the integrity check) whose audit table lacks the columns the check
+    reads: a verdict on the backup, not a traceback."""
+    strange = tmp_path / "strange.db"
+    connection = sqlite3.connect(strange)
+    connection.execute("CREATE TABLE audit_events (seq INTEGER PRIMARY KEY)")
+    connection.commit()
+    connection.close()
+    sqlite_backup.check_database_file(strange)
+    with pytest.raises(BackupInvalid, match="not a Strongroom database"):
+        sqlite_backup.read_state(strange)
