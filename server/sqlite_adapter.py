@@ -95,7 +95,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
             outcome: _Outcome = await self._connection._execute(_run, self._connection, operation, parameters,
                                                                 many=many)
         self._description, rows, self._rowcount, self._lastrowid, in_transaction = outcome
-        cast("OneHopConnection", self._adapt_connection).in_transaction = in_transaction
+        cast("OneHopConnection", self._adapt_connection).transaction_open = in_transaction
         self._rows = collections.deque(rows) if rows else collections.deque()
 
     async def _execute_async(self, operation: Any, parameters: Any) -> None:
@@ -115,27 +115,27 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
     nothing. After a server-side cursor, which this adapter does not watch, a transaction is assumed open.
     """
 
-    __slots__ = ("in_transaction",)
+    __slots__ = ("transaction_open",)
     _cursor_cls = OneHopCursor
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
-        self.in_transaction = True  # unknown until the first statement: assume open
+        self.transaction_open = True  # unknown until the first statement: assume open
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
-            self.in_transaction = True
+            self.transaction_open = True
         return super().cursor(server_side)
 
     def commit(self) -> None:
-        if self.in_transaction:
+        if self.transaction_open:
             super().commit()
-            self.in_transaction = False
+            self.transaction_open = False
 
     def rollback(self) -> None:
-        if self.in_transaction:
+        if self.transaction_open:
             super().rollback()
-            self.in_transaction = False
+            self.transaction_open = False
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
