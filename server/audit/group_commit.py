@@ -3,19 +3,19 @@
 An audited read must not answer before its event is committed, but giving every read a transaction of its own
 costs a connection, a BEGIN, an INSERT and a COMMIT each (and on SQLite the database write lock). Requests
 hand their event to :class:`GroupCommitWriter` and wait; one task chains whatever has queued up in a single
-transaction (:func:`server.audit.sealer.chain_now`: straight into the chain, no pending row and no later seal
-pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
+transaction (straight into the chain, as :func:`server.audit.sealer.chain_now` appends: no pending row and no
+later seal pass) and then releases every waiter. Under load a transaction carries several events; alone, a read
 waits for one short transaction, as before. A failed write fails every request waiting on it.
 
 The writer keeps one connection of its own, outside the ORM, with no session to build and no pool check-out
-with its liveness ping (two round trips) each time. On SQLite a batch is BEGIN IMMEDIATE, head, the inserts,
-COMMIT. On PostgreSQL it is one statement on the bare asyncpg connection, its own durable transaction:
-``strongroom_audit_append`` locks the chain, reads the head, chains and inserts in the database. When the
-held connection dies (a database restart, a failover) the batch is tried once more on a new one: as it is if
-it cannot have committed (dead before it was sent; on SQLite, before COMMIT), and on PostgreSQL, when the
-connection died after the statement was sent, only if its first event is not in the chain (looked up under
-the chain lock; a batch commits whole or not at all). Any other failure once it may have committed (SQLite:
-during COMMIT) is not retried: it fails the waiters.
+with its liveness ping (two round trips) each time. On SQLite a batch is BEGIN IMMEDIATE, head, the inserts and
+COMMIT in one call to the connection's thread (:mod:`server.audit.sqlite_append`). On PostgreSQL it is one
+statement on the bare asyncpg connection, its own durable transaction: ``strongroom_audit_append`` locks the
+chain, reads the head, chains and inserts in the database. When the held PostgreSQL connection dies (a database
+restart, a failover) the batch is tried once more on a new one: as it is if it cannot have committed (dead
+before it was sent), and, when the connection died after the statement was sent, only if its first event is not
+in the chain (looked up under the chain lock; a batch commits whole or not at all). Any other failure, and any
+on SQLite (an embedded database has no connection to lose), is not retried: it fails the waiters.
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from server.audit.sealer import chain_now, chain_now_on_driver, chain_unless_landed_on_driver
+from server.audit.sealer import chain_now_on_driver, chain_unless_landed_on_driver
+from server.audit.sqlite_append import Processor, SqliteCommitFailed, append_on_sqlite, bind_processors
 from server.db import WRITE_OPTION, write_gate
 
 MAX_BATCH: Final = 500
@@ -60,6 +60,7 @@ class GroupCommitWriter:
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._processors: tuple[Processor, ...] | None = None
 
     def start(self) -> None:
         """Start the writing task on the running event loop."""
@@ -120,20 +121,19 @@ class GroupCommitWriter:
         if connection.dialect.name == "postgresql":
             await self._commit_on_driver(connection, rows, unless_landed=unless_landed)
             return
+        # SQLite: BEGIN IMMEDIATE, head, inserts and COMMIT in one call to the connection's thread
+        # (server.audit.sqlite_append). An embedded database has no connection that can be lost on the way.
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        if self._processors is None:
+            self._processors = bind_processors(connection.dialect)
         try:
-            # On SQLite the write option makes this BEGIN IMMEDIATE (server.db): the head is read under the lock.
-            transaction = await connection.begin()
-            await chain_now(connection, rows)
-        except BaseException as error:
+            await append_on_sqlite(driver, rows, self._processors)
+        except SqliteCommitFailed as error:
             await self._discard_connection()
-            if isinstance(error, DBAPIError) and error.connection_invalidated:
-                raise _ConnectionLost from error
+            raise _CommitFailed from error.__cause__
+        except BaseException:
+            await self._discard_connection()
             raise
-        try:
-            await transaction.commit()
-        except BaseException as error:
-            await self._discard_connection()
-            raise _CommitFailed from error
 
     async def _commit_on_driver(self, connection: AsyncConnection, rows: list[dict[str, Any]], *,
                                 unless_landed: bool) -> None:

@@ -311,6 +311,17 @@ async def test_group_committed_reads_are_chained_in_their_own_transaction(fx_api
     assert len(chained) == 30 and named == 30
     assert all(decode_event(bytes(event.canonical))["seq"] == event.seq for event in chained)
     assert all(event.pending_id is None for event in chained)
+    assert [event.ts for event in chained] == [row["ts"] for row in rows]  # stored and read back as the ORM does
+    if fx_api.backend == "sqlite":
+        # Stored as text in the same form as an event the sealer chained through the ORM (the SQLite writer binds
+        # its own values: server.audit.sqlite_append), so time-window queries compare like with like.
+        await _record(fx_api, entity_id=f"{marker}-sealed")
+        await fx_api.seal()
+        async with fx_api.session_factory() as session:
+            forms = (await session.execute(text(
+                "SELECT DISTINCT typeof(ts) || ':' || length(ts) FROM audit_events WHERE entity_id LIKE :marker"),
+                {"marker": f"{marker}-%"})).scalars().all()
+        assert forms == ["text:26"], forms
     assert (await _verify(fx_api)).ok
 
 
