@@ -186,7 +186,9 @@ def _append_arrays(chained: ChainedRows) -> tuple[list[Any], ...]:
             chained.concerned_subject)
 
 
-def _chain_after(head: Any, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
+def chain_after(head: Any, rows: Iterable[tuple[int | None, Mapping[Any, Any]]]) -> ChainedRows:
+    """:func:`chain_rows` after ``head``, a ``(seq, hash)`` row of the chain's last event, or None for an empty
+    chain."""
     return chain_rows(*((int(head[0]), bytes(head[1])) if head else (0, GENESIS_HASH)), rows)
 
 
@@ -195,7 +197,7 @@ async def _append(session: Executor, rows: Iterable[tuple[int | None, Mapping[An
     head = (await session.execute(
         select(AuditEventRecord.seq, AuditEventRecord.hash).order_by(AuditEventRecord.seq.desc()).limit(1)
     )).first()
-    chained = _chain_after(head, rows)
+    chained = chain_after(head, rows)
     if not chained:
         return
     if _dialect(session) == "postgresql":

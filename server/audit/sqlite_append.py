@@ -4,9 +4,9 @@ Through SQLAlchemy a batch of read events was five calls to aiosqlite's thread (
 the events, their field rows, COMMIT), each a hand-over between threads that costs more than the SQL on a small
 machine. Here the whole transaction runs on the connection's thread in one call, as PostgreSQL's runs in one
 statement (``strongroom_audit_append``): the head is read under the write lock, the events are chained by
-:func:`server.audit.sealer.chain_rows` (the same code, so the same hashes) and inserted, and the transaction
-commits or rolls back before the call returns. Values are bound with the columns' own SQLAlchemy bind processors,
-so they are stored exactly as the ORM and the seal passes store them.
+:func:`server.audit.sealer.chain_after` (the seal passes' code, so the same hashes) and inserted, and the
+transaction commits or rolls back before the call returns. Values are bound with the columns' own SQLAlchemy
+bind processors, so they are stored exactly as the ORM and the seal passes store them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import aiosqlite
 from sqlalchemy import Table
 from sqlalchemy.engine import Dialect
 
-from server.audit.chain import GENESIS_HASH
 from server.audit.models import AuditEventRecord
-from server.audit.sealer import EVENT_COLUMNS, ChainedRows, chain_rows
+from server.audit.sealer import EVENT_COLUMNS, ChainedRows, chain_after
 
 __all__ = ["SqliteCommitFailed", "append_on_sqlite"]
 
@@ -58,8 +57,7 @@ def _append(connection: aiosqlite.Connection, rows: Sequence[Mapping[str, Any]],
     raw.execute("BEGIN IMMEDIATE")
     try:
         head = raw.execute(_HEAD).fetchone()
-        chained = chain_rows(int(head[0]) if head else 0, bytes(head[1]) if head else GENESIS_HASH,
-                             ((None, row) for row in rows))
+        chained = chain_after(head, ((None, row) for row in rows))
         raw.executemany(_INSERT_EVENTS, _event_rows(chained, processors))
         if chained.touched_seq:
             raw.executemany(_INSERT_FIELDS, zip(chained.touched_seq, chained.touched_field, strict=True))
