@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from typing import Any
+from typing import Any, TextIO, cast
 
 import msgspec
 import structlog
@@ -22,6 +22,17 @@ def _json_line(event: Any, **_options: Any) -> str:
         return json.dumps(event, default=repr, skipkeys=True)
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is when a line is written. Loggers are cached on first use, and a
+    stream bound then (a test's captured stderr, closed since) must not fail every later log call."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure_logging(level: str) -> None:
     """Route structlog and stdlib logging to JSON lines on stderr at ``level``."""
     shared: list[structlog.typing.Processor] = [
@@ -34,7 +45,7 @@ def configure_logging(level: str) -> None:
             *shared, structlog.processors.format_exc_info, structlog.processors.JSONRenderer(serializer=_json_line),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=cast(TextIO, _CurrentStderr())),
         cache_logger_on_first_use=True,
     )
     handler = logging.StreamHandler(sys.stderr)
