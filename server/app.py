@@ -38,6 +38,7 @@ from server.audit.sealer import seal_continuously
 from server.audit.store import load_or_create_audit_key
 from server.config import Settings, get_settings
 from server.db import create_engine, create_session_factory
+from server.gc_tuning import tune_collector
 from server.logs import configure_logging
 from server.ops.audit_archive import run_archive_schedule
 from server.ops.backup import run_backup_schedule
@@ -164,5 +165,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def create_app_from_env() -> Litestar:
-    """Factory for the ASGI server's worker processes."""
-    return create_app(get_settings())
+    """Factory for the ASGI server's worker processes (which also get the tuned garbage collector)."""
+    app = create_app(get_settings())
+    tune_collector()
+    return app

@@ -51,6 +51,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
+from server.gc_tuning import tune_collector
 from server.sqlite_adapter import one_hop_dbapi
 
 # -- mapping ---------------------------------------------------------------------------------------------------
@@ -490,3 +491,11 @@ def create_app() -> Litestar:
                         customer_360, audit_events],
         on_startup=[startup], on_shutdown=[shutdown], openapi_config=None, logging_config=None, debug=False,
     )
+
+
+def create_served_app() -> Litestar:
+    """Factory for granian's worker processes: the baseline with Strongroom's worker garbage-collector settings
+    (``server/gc_tuning.py``), so that the ratio compares the work done per request, not the collector's."""
+    app = create_app()
+    tune_collector()
+    return app

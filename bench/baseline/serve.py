@@ -12,9 +12,9 @@ from granian.constants import Interfaces
 
 
 def serve(host: str, port: int, workers: int) -> None:
-    """Blocks; the same Granian settings as Strongroom's server/serving.py."""
+    """Blocks; the same Granian settings (and worker garbage-collector settings) as Strongroom's server/serving.py."""
     Granian(
-        target="bench.baseline.app:create_app",
+        target="bench.baseline.app:create_served_app",
         factory=True,
         interface=Interfaces.ASGI,
         address=host,
