@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Select, and_, any_, bindparam, func, or_, select
+from sqlalchemy import (
+    ARRAY,
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Integer,
+    Select,
+    and_,
+    any_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.base import Base
@@ -15,7 +28,7 @@ from server.domain.base import Base
 ModelT = TypeVar("ModelT", bound=Base)
 
 _STATEMENTS_MAX = 4096
-_GET_STATEMENTS: dict[tuple[type[Any], bool, tuple[int, ...]], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
+_GET_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
 _PAGE_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
 
 
@@ -33,6 +46,24 @@ class Keyset:
 
     value: Any
     record_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Attached:
+    """Columns of another table read beside each record in the same statement (a LEFT OUTER JOIN).
+
+    What they are is the caller's business; ``on`` must match at most one row per record (the page's limit counts
+    records). Keep one object per use: statements are kept per object, as for criteria.
+
+    Attributes:
+        target: The table joined.
+        on: The join condition, given the record's model.
+        columns: The columns returned beside each record (None where nothing matched).
+    """
+
+    target: FromClause
+    on: Callable[[type[Any]], ColumnElement[bool]]
+    columns: tuple[ColumnElement[Any], ...]
 
 
 class Repository(Generic[ModelT]):
@@ -77,6 +108,24 @@ class Repository(Generic[ModelT]):
         found: ModelT | None = (await self.session.execute(statement, {"record_id": record_id})).scalar_one_or_none()
         return found
 
+    async def get_attached(
+        self, record_id: uuid.UUID, *criteria: ColumnElement[bool], attached: Attached
+    ) -> tuple[ModelT, tuple[Any, ...]] | None:
+        """Like :meth:`get` (for reading: no lock), with ``attached``'s columns read in the same statement."""
+        key = (self.model, attached, tuple(map(id, criteria)))
+        kept = _GET_STATEMENTS.get(key)
+        if kept is not None:
+            statement = kept[1]
+        else:
+            statement = (select(self.model, *attached.columns)
+                         .outerjoin(attached.target, attached.on(self.model))
+                         .where(self.column("id") == bindparam("record_id"), *criteria))
+            if len(_GET_STATEMENTS) >= _STATEMENTS_MAX:
+                _GET_STATEMENTS.clear()
+            _GET_STATEMENTS[key] = (criteria, statement)
+        row = (await self.session.execute(statement, {"record_id": record_id})).one_or_none()
+        return None if row is None else (row[0], tuple(row[1:]))
+
     async def list_page(
         self,
         *criteria: ColumnElement[bool],
@@ -92,14 +141,32 @@ class Repository(Generic[ModelT]):
         building and cache-keying a list statement cost about 0.1-0.2 ms a request (record scopes reuse their
         criteria objects, as for :meth:`get`).
         """
-        equal = equal or {}
+        rows, more = await self._page(criteria, sort, after, limit, equal or {}, None)
+        return rows, more
+
+    async def list_page_attached(
+        self,
+        *criteria: ColumnElement[bool],
+        sort: SortOrder,
+        after: Keyset | None,
+        limit: int,
+        attached: Attached,
+        equal: Mapping[str, Any] | None = None,
+    ) -> tuple[Sequence[ModelT], list[tuple[Any, ...]], bool]:
+        """Like :meth:`list_page`, with ``attached``'s columns of each record (in the same order) read in the
+        same statement."""
+        rows, more = await self._page(criteria, sort, after, limit, equal or {}, attached)
+        return [row[0] for row in rows], [tuple(row[1:]) for row in rows], more
+
+    async def _page(self, criteria: tuple[ColumnElement[bool], ...], sort: SortOrder, after: Keyset | None,
+                    limit: int, equal: Mapping[str, Any], attached: Attached | None) -> tuple[Sequence[Any], bool]:
         names = tuple(sorted(equal))
-        key = (self.model, sort, after is not None, names, tuple(map(id, criteria)))
+        key = (self.model, sort, after is not None, names, attached, tuple(map(id, criteria)))
         kept = _PAGE_STATEMENTS.get(key)
         if kept is not None:
             statement = kept[1]
         else:
-            statement = self._page_statement(criteria, names, sort, keyset=after is not None)
+            statement = self._page_statement(criteria, names, sort, keyset=after is not None, attached=attached)
             if len(_PAGE_STATEMENTS) >= _STATEMENTS_MAX:
                 _PAGE_STATEMENTS.clear()
             _PAGE_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
@@ -107,14 +174,18 @@ class Repository(Generic[ModelT]):
         parameters["page_limit"] = limit + 1
         if after is not None:
             parameters["after_value"], parameters["after_id"] = after.value, after.record_id
-        rows = (await self.session.execute(statement, parameters)).scalars().all()
+        result = await self.session.execute(statement, parameters)
+        rows = result.scalars().all() if attached is None else result.all()
         return rows[:limit], len(rows) > limit
 
     def _page_statement(self, criteria: tuple[ColumnElement[bool], ...], names: tuple[str, ...], sort: SortOrder, *,
-                        keyset: bool) -> Select[Any]:
+                        keyset: bool, attached: Attached | None) -> Select[Any]:
         column, id_column = self.column(sort.field), self.column("id")
-        statement = select(self.model).where(*criteria, *(self.column(name) == bindparam(f"equal_{name}")
-                                                          for name in names))
+        if attached is None:
+            statement = select(self.model)
+        else:
+            statement = select(self.model, *attached.columns).outerjoin(attached.target, attached.on(self.model))
+        statement = statement.where(*criteria, *(self.column(name) == bindparam(f"equal_{name}") for name in names))
         if keyset:
             value: BindParameter[Any] = bindparam("after_value")
             record_id: BindParameter[Any] = bindparam("after_id")

@@ -40,13 +40,14 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
 import structlog
-from sqlalchemy import String, Table, Text, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, String, Table, Text, and_, bindparam, func, insert, literal_column, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.config import Settings
 from server.domain.fields import EntitySpec, ValueKind
+from server.domain.repository import Attached
 from server.security.access import bump_security_version
 from server.security.crypto import (
     KEYRING_ENV,
@@ -262,6 +263,18 @@ def _entity_sources() -> dict[str, tuple[EntitySpec, type[Any], str]]:
     }
 
 
+def _subject_key_columns(layout: EncryptedEntity) -> Attached:
+    """The subject's one active DEK (a unique partial index), joined on the record's subject column."""
+    subject_column = layout.subject_column
+
+    def on(model: type[Any]) -> ColumnElement[bool]:
+        # A literal, not a parameter: SQLite uses the partial index only for a condition it can see implies it.
+        return and_(_data_keys.c.subject_id == getattr(model, subject_column),
+                    _data_keys.c.state == literal_column(f"'{DekState.ACTIVE.value}'"))
+
+    return Attached(_data_keys, on, (_data_keys.c.id, _data_keys.c.state, _data_keys.c.wrapped))
+
+
 def _build_entities(extra_encrypted: Iterable[str]) -> dict[str, EncryptedEntity]:
     sources = _entity_sources()
     extra: dict[str, set[str]] = {}
@@ -358,6 +371,7 @@ class FieldCipher:
         self._ledger_stamp = self._ledger_file_stamp()
         self._ledger_error_stamp: tuple[int, int, int] | None = None
         self._reported_missing_keks: set[int] = set()
+        self._subject_keys = {name: _subject_key_columns(layout) for name, layout in self._entities.items()}
 
     @classmethod
     def from_settings(
@@ -512,6 +526,33 @@ class FieldCipher:
             return
         tokens = (getattr(record, name, None) for record in records for name in layout.columns)
         await self.prepare_tokens(session, (token for token in tokens if isinstance(token, str)))
+
+    def subject_key_columns(self, entity: EntitySpec) -> Attached | None:
+        """The record's subject's active data key (id, state, wrapped key), to read beside a record of ``entity``
+        in the same statement, then hand to ``absorb_subject_keys``: the ``prepare`` that follows then has no key
+        to look up for values sealed under it (one round trip less for a record whose key is not cached yet).
+        None when ``entity`` has no encrypted field."""
+        return self._subject_keys.get(entity.name)
+
+    async def key_state_version(self, session: AsyncSession) -> int | None:
+        """The version of the key states to label keys read from now on with (``absorb_subject_keys``); read
+        it before the statement that reads the keys."""
+        return await self._security_version(session)
+
+    def absorb_subject_keys(self, version: int | None, keys: Iterable[tuple[Any, ...]]) -> None:
+        """Cache and confirm, at ``version`` (read before the statement, see ``key_state_version``), the data keys
+        read beside records with ``subject_key_columns``; rows with no key (None) are skipped."""
+        self._follow_ledger()
+        if version != self._state_version:
+            return  # the states moved since: leave every key to ``prepare``
+        confirmed = self._confirmed
+        if len(confirmed) > _MAX_CONFIRMED:
+            confirmed.clear()
+        for dek_id, state, wrapped in keys:
+            if dek_id is None or self._cache.refuses(dek_id):
+                continue
+            if self._absorb(dek_id, state, wrapped) is not None and version is not None:
+                confirmed[dek_id] = version
 
     async def prepare_tokens(self, session: AsyncSession, tokens: Iterable[str]) -> None:
         """Like ``prepare``, for loose sealed tokens (for example values held in audit events)."""

@@ -7,7 +7,7 @@ Per-entity services subclass ``RecordService`` and supply the business rules thr
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -367,6 +367,30 @@ class RecordService(Generic[ModelT]):
             raise NotFound(f"{self.entity.name} {record_id} not found")
         return record
 
+    async def load_for_reading(self, record_id: uuid.UUID) -> ModelT:
+        """``load`` for a read: the data key its encrypted values need comes in the same statement."""
+        attached = self.cipher.subject_key_columns(self.entity) if self.encrypted else None
+        if attached is None:
+            return await self.load(record_id)
+        version = await self.cipher.key_state_version(self.session)
+        found = await self.repository.get_attached(record_id, *await self.scope(), attached=attached)
+        if found is None:
+            raise NotFound(f"{self.entity.name} {record_id} not found")
+        self.cipher.absorb_subject_keys(version, [found[1]])
+        return found[0]
+
+    async def page_for_reading(self, *criteria: ColumnElement[bool], sort: SortOrder, after: Keyset | None,
+                               limit: int, equal: dict[str, Any]) -> tuple[Sequence[ModelT], bool]:
+        """``list_page`` for a read: the data keys the rows' encrypted values need come in the same statement."""
+        attached = self.cipher.subject_key_columns(self.entity) if self.encrypted else None
+        if attached is None:
+            return await self.repository.list_page(*criteria, sort=sort, after=after, limit=limit, equal=equal)
+        version = await self.cipher.key_state_version(self.session)
+        rows, keys, more = await self.repository.list_page_attached(*criteria, sort=sort, after=after, limit=limit,
+                                                                    equal=equal, attached=attached)
+        self.cipher.absorb_subject_keys(version, keys)
+        return rows, more
+
     async def get(self, record_id: uuid.UUID, *, reveal: str | None = None, reason: str | None = None
                   ) -> dict[str, Any]:
         """One record, projected; ``reveal`` shows one masked field in clear, with a reason, and is audited."""
@@ -378,7 +402,7 @@ class RecordService(Generic[ModelT]):
             await self.record_denied(error, record_id)
             raise
         async with read_transaction(self.session):
-            record = await self.load(record_id)
+            record = await self.load_for_reading(record_id)
             await self.prepare([record])
             projected = self.project(record, reveal=reveal)
         if reveal is not None and self.mask.visibility.get(reveal) is not Visibility.CLEAR:
@@ -411,7 +435,7 @@ class RecordService(Generic[ModelT]):
             raise
         equal, to_confirm = self.exact_matches(query.filters)
         async with read_transaction(self.session):
-            rows, more = await self.repository.list_page(
+            rows, more = await self.page_for_reading(
                 *await self.scope(), sort=query.sort, after=query.after, limit=query.limit, equal=equal
             )
             await self.prepare(rows)
@@ -443,8 +467,8 @@ class RecordService(Generic[ModelT]):
         async with self.session.begin():
             scope = await self.scope()
             while len(exported) < max_rows:
-                rows, more = await self.repository.list_page(*scope, sort=sort, after=after, equal=equal,
-                                                             limit=min(500, max_rows - len(exported)))
+                rows, more = await self.page_for_reading(*scope, sort=sort, after=after, equal=equal,
+                                                         limit=min(500, max_rows - len(exported)))
                 await self.prepare(rows)
                 shown = [row for row in rows if self.confirmed(row, to_confirm)]
                 exported += [self.project(row) for row in shown]

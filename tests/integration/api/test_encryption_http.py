@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from server.audit.canonical import decode_event
-from server.security.field_cipher import Unreadable
+from server.security.field_cipher import FieldCipher, Unreadable
 
 SECRETS = {"email": "Mei.Ling@Example.com", "phone": "+86 138 0013 8123", "national_id": "110101199107077777",
            "address": "北京市朝阳区建国路88号"}
@@ -149,3 +152,52 @@ async def test_erasure_shreds_tables_and_audit_values_and_the_chain_still_verifi
     assert all(decode_event(bytes(body)) for body in stored)
     verdict = (await fx_api.client.get("/api/v1/audit/verify", headers=auditor)).json()
     assert verdict["ok"], verdict
+
+
+@asynccontextmanager
+async def _cold_worker(fx_api: Any) -> AsyncIterator[list[str]]:
+    """The app with a fresh cipher, as a worker that has not met the subjects' data keys yet; yields the SQL it
+    runs meanwhile."""
+    resources = fx_api.app.state.resources
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    fx_api.app.state.resources = dataclasses.replace(resources, cipher=FieldCipher.from_settings(resources.settings))
+    event.listen(resources.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        yield statements
+    finally:
+        event.remove(resources.engine.sync_engine, "before_cursor_execute", seen)
+        fx_api.app.state.resources = resources
+
+
+async def test_a_worker_without_the_key_reads_it_beside_the_record_in_one_statement(fx_api: Any) -> None:
+    rep = await fx_api.login(["sales_rep"])
+    _customer, contact = await _subject(fx_api, rep)
+    _other_customer, other = await _subject(fx_api, rep)
+    async with _cold_worker(fx_api) as statements:
+        read = await fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=rep)
+        found = await fx_api.client.get("/api/v1/contacts", params={"email": other["email"]}, headers=rep)
+    assert read.status_code == 200 and read.json()["email"] == contact["email"]
+    assert read.json()["phone"] == SECRETS["phone"]
+    assert [(item["id"], item["email"]) for item in found.json()["items"]] == [(other["id"], other["email"])]
+    key_reads = [statement for statement in statements if "data_keys" in statement]
+    assert len(key_reads) == 2, key_reads
+    assert all("JOIN data_keys" in statement for statement in key_reads), key_reads  # no lookup of its own
+
+
+async def test_a_worker_without_the_key_still_finds_an_erased_subject_erased(fx_api: Any) -> None:
+    manager = await fx_api.login(["sales_manager"])
+    customer, contact = await _subject(fx_api, manager)
+    erased = await fx_api.client.post(f"/api/v1/customers/{customer['id']}/erase", headers=manager,
+                                      json={"legal_basis": "GDPR Art. 17 request 2026-231"})
+    assert erased.status_code == 200, erased.text
+    async with _cold_worker(fx_api):
+        after = (await fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=manager)).json()
+        listed = (await fx_api.client.get("/api/v1/contacts", params={"customer_id": customer["id"]},
+                                          headers=manager)).json()["items"]
+    assert after["email"] is None and after["unreadable_fields"]["email"] == "erased"
+    assert [item["unreadable_fields"]["email"] for item in listed] == ["erased"]
+    assert contact["email"] not in str(after) + str(listed)
