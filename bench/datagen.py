@@ -572,10 +572,14 @@ def plain_customers(profile: Profile) -> int:
 
 async def _load_customers(writer: SqliteWriter | PostgresWriter, load: LoadSpec, owners: Sequence[uuid.UUID],
                           counts: dict[str, int]) -> tuple[Samples, Samples]:
-    """The CRM records: sealed customers, then the unsealed share. Returns (sealed samples, plain samples)."""
+    """The CRM records: the unsealed share, then the sealed customers. Returns (sealed samples, plain samples).
+
+    Sealed last: ids grow with generation, and many contacts share the newest ``created_at`` (capped at now), so
+    the newest-first page a list shows is the last written; it must be sealed, as a deployment's contacts are.
+    """
     samples, plain = Samples(), Samples()
     unsealed = plain_customers(load.profile) if load.sealer is not None else 0
-    for customers, sealer, into in ((load.profile.customers - unsealed, load.sealer, samples), (unsealed, None, plain)):
+    for customers, sealer, into in ((unsealed, None, plain), (load.profile.customers - unsealed, load.sealer, samples)):
         for size in _batches(customers, BATCH_CUSTOMERS):
             batch = customer_batch(load.values, load.profile, owners, size, into, load.org_unit_id, sealer)
             for name, rows in batch.rows.items():

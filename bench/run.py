@@ -605,6 +605,11 @@ def checks(backend: Backend, strongroom: Server, baseline: Server) -> dict[str, 
             result["plain_differing_fields"] = _compare(ours_plain, theirs_plain)["differing"]
             same = same and not result["plain_differing_fields"]
     result["same_answer"] = same
+    # The baseline shows values as stored: how much of the list scenario's page Strongroom has to open.
+    _, _, page = http("GET", baseline.base_url + "/api/v1/contacts?limit=50")
+    items = page.get("items", []) if isinstance(page, dict) else []
+    result["list_page_emails"] = {"rows": len(items),
+                                  "sealed": sum(str(item.get("email") or "").startswith("sr:") for item in items)}
     if isinstance(masked, dict):
         result["masked_role_sees"] = classify_fields(ours, masked)
     result.update(_audit_check(backend, strongroom, baseline))

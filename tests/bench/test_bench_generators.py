@@ -4,14 +4,16 @@ database: the smoke test (test_bench_smoke.py) runs them end to end against both
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from bench import auditgen
-from bench.datagen import PROFILES, Samples, Values, customer_batch
+from bench.datagen import PROFILES, LoadSpec, Samples, Values, _load_customers, customer_batch
 from bench.scenarios import AUDIT_QUERY_SCENARIOS, fill_path
 from bench.sealing import RowSealer, TokenPool
 from server.audit.canonical import decode_event
@@ -50,6 +52,34 @@ def test_plain_batches_stay_in_clear() -> None:
     batch = customer_batch(Values(3), PROFILES["smoke"], [uuid.uuid4()], 5, Samples())
     assert not batch.rows["data_keys"]
     assert all(not (row["email"] or "").startswith("sr:") for row in batch.rows["contacts"])
+
+
+async def test_the_newest_contacts_a_list_shows_first_are_sealed(fx_sealer: RowSealer, tmp_path: Path) -> None:
+    """The list scenario reads the newest page: many contacts share the newest ``created_at`` (capped at now), so
+    the page is the highest ids, the last written. It must be sealed as the data set is (the unsealed share, a
+    tenth at most, is for the encrypted-vs-plain read), not made of the unsealed share."""
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.contacts: list[dict[str, object]] = []
+
+        async def write(self, rows: dict[str, list[dict[str, object]]]) -> None:
+            self.contacts += rows.get("contacts", [])
+
+    recorder = Recorder()
+    # Enough customers that, as in the standard profile, contacts capped at now fill more than the first page.
+    profile = dataclasses.replace(PROFILES["smoke"], customers=3_000, id_sample=3_000, opportunities_per_customer=0,
+                                  service_records_per_customer=0, activities_per_customer=0)
+    spec = LoadSpec(profile, Values(7), fx_sealer, None, tmp_path, 7, None)
+    counts: dict[str, int] = dict.fromkeys(("customers", "contacts", "data_keys", "service_records", "activities",
+                                            "opportunities"), 0)
+    await _load_customers(recorder, spec, [uuid.uuid4()], defaultdict(int, counts))  # type: ignore[arg-type]
+
+    newest_first = sorted(recorder.contacts, key=lambda row: (row["created_at"], row["id"]), reverse=True)
+    emails = [str(row["email"]) for row in newest_first[:50] if row["email"]]
+    sealed = sum(email.startswith("sr:") for email in emails)
+    assert any(not str(row["email"] or "").startswith("sr:") for row in recorder.contacts)  # a plain share exists
+    assert sealed >= 0.9 * len(emails), f"{sealed} of the first page's {len(emails)} e-mails sealed"
 
 
 def _world(count: int, tokens: TokenPool | None = None) -> auditgen.AuditWorld:

@@ -56,6 +56,9 @@ def test_bench_smoke_runs_end_to_end_and_reports(tmp_path: Path) -> None:
         assert checks["same_answer"], (name, checks)  # both apps answer the same record (plain one: every field)
         assert {"email", "phone"} <= set(checks["sealed_at_rest"]), (name, checks)  # ciphertext at rest...
         assert not checks["not_opened_by_strongroom"], (name, checks)  # ...that Strongroom opens
+        # The list scenario's page is sealed as a deployment's is (at least the 90% share the profile seals).
+        page = checks["list_page_emails"]
+        assert page["rows"] == 50 and page["sealed"] >= 45, (name, page)
         assert checks["audit_same_answer"], (name, checks["audit_filters"])  # every filter: the same events
         assert set(checks["audit_filters"]) == AUDIT_FILTERS, name
         assert all(entry["status"] == {"strongroom": 200, "baseline": 200}
