@@ -940,7 +940,8 @@ def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deploy
     """Off after on: the role removes the verification units (stopping the timer first where it manages systemd)
     and leaves the rest, the archive job's credential included; with the archive job off too, the owner's URL
     leaves the host; on again, they are back. Runs the playbook three times more, with the deployment's own
-    inventory, and leaves the deployment as it found it."""
+    inventory, and leaves the deployment as it found it. On PostgreSQL the owner's CREATEDB (for verify's scratch
+    databases) goes with it and comes back."""
     systemd_dir = fx_deployment.path("strongroom_systemd_dir")
     verify_units = [systemd_dir / "strongroom-backup-verify.service", systemd_dir / "strongroom-backup-verify.timer"]
     others = sorted(path for path in systemd_dir.iterdir() if path.is_file() and path not in verify_units)
@@ -958,7 +959,7 @@ def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deploy
     if fx_deployment.backend == "postgresql":
         assert Path(fx_deployment.variables["strongroom_audit_archive_credential"]).is_file()  # still the archive's
         owner = fx_deployment.variables["strongroom_postgresql_user"]
-        assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{owner}'") == "t"  # never revoked
+        assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{owner}'") == "f"  # revoked: not needed
     analyze = shutil.which("systemd-analyze")
     if analyze is not None:
         result = subprocess.run([analyze, "verify", "--man=no", *map(str, others)], capture_output=True, text=True,
@@ -978,6 +979,8 @@ def test_turning_backup_verification_off_removes_its_units(fx_deployment: Deploy
     _run_playbook(runs, inventory, fx_deployment.root / "extra-vars.json")
     assert all(unit.is_file() for unit in verify_units)
     assert credential.is_file() == (fx_deployment.backend == "postgresql")
+    if fx_deployment.backend == "postgresql":  # on again: granted again
+        assert _psql(f"SELECT rolcreatedb FROM pg_roles WHERE rolname = '{owner}'") == "t"
 
 
 # ------------------------------------------------------------------------- the database play on its own
