@@ -541,8 +541,8 @@ class FieldCipher:
 
     def absorb_subject_keys(self, version: int | None, keys: Iterable[tuple[Any, ...]]) -> None:
         """Cache and confirm, at ``version`` (read before the statement, see ``key_state_version``), the data keys
-        read beside records with ``subject_key_columns``; rows with no key (None) are skipped."""
-        self._follow_ledger()
+        read beside records with ``subject_key_columns``; rows with no key (None) are skipped. A key the erasure
+        ledger lists is still refused: the ``prepare`` that follows reads the ledger first, and refusal wins."""
         if version != self._state_version:
             return  # the states moved since: leave every key to ``prepare``
         confirmed = self._confirmed

@@ -201,3 +201,22 @@ async def test_a_worker_without_the_key_still_finds_an_erased_subject_erased(fx_
     assert after["email"] is None and after["unreadable_fields"]["email"] == "erased"
     assert [item["unreadable_fields"]["email"] for item in listed] == ["erased"]
     assert contact["email"] not in str(after) + str(listed)
+
+
+async def test_a_key_on_the_erasure_ledger_is_refused_though_its_row_still_reads_active(fx_api: Any) -> None:
+    """The erasing process appends to the ledger before it destroys the key rows: in between, the key joined beside
+    the record still reads active, and the ledger must win."""
+    manager = await fx_api.login(["sales_manager"])
+    customer, contact = await _subject(fx_api, manager)
+    async with fx_api.session_factory() as session:
+        dek_ids = (await session.execute(text("SELECT id FROM data_keys WHERE subject_id = :subject"), {
+            "subject": customer["id"] if fx_api.backend == "postgresql" else customer["id"].replace("-", "")})).scalars()
+        dek_ids = [value if isinstance(value, uuid.UUID) else uuid.UUID(value) for value in dek_ids]
+    assert dek_ids
+    async with _cold_worker(fx_api) as statements:
+        fx_api.app.state.resources.cipher.ledger.append(subject_id=customer["id"], dek_ids=dek_ids, actor="dpo",
+                                                        legal_basis="GDPR Art. 17, the ledger written first")
+        after = (await fx_api.client.get(f"/api/v1/contacts/{contact['id']}", headers=manager)).json()
+    assert any("JOIN data_keys" in statement for statement in statements)  # the row was read, and said active
+    assert after["email"] is None and after["unreadable_fields"]["email"] == "erased"
+    assert contact["email"] not in str(after)
