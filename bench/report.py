@@ -236,6 +236,8 @@ def _fairness_line(check: dict[str, Any]) -> str:
                 name for name, entry in check.get("audit_filters", {}).items() if not entry["same"]) + "."))
         + (f" The {MASKED_ROLE} role currently sees PII fields as: "
            + ", ".join(f"{k} {v}" for k, v in seen.items()) + "." if seen else "")
+        + (f" The list scenario's page: {page['sealed']} of its {page['rows']} e-mails sealed at rest."
+           if (page := check.get("list_page_emails")) else "")
     )
 
 

@@ -11,7 +11,6 @@ from sqlalchemy import (
     ARRAY,
     BindParameter,
     ColumnElement,
-    FromClause,
     Integer,
     Select,
     and_,
@@ -50,20 +49,16 @@ class Keyset:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Attached:
-    """Columns of another table read beside each record in the same statement (a LEFT OUTER JOIN).
+    """Values read beside each record in the same statement: scalar expressions over the record's row (correlated
+    subqueries, say), given the record's model. What they are is the caller's business; keep one object per use
+    (statements are kept per object, as for criteria).
 
-    What they are is the caller's business; ``on`` must match at most one row per record (the page's limit counts
-    records). Keep one object per use: statements are kept per object, as for criteria.
-
-    Attributes:
-        target: The table joined.
-        on: The join condition, given the record's model.
-        columns: The columns returned beside each record (None where nothing matched).
+    Correlated subqueries rather than a join: with a LIMIT and an index giving the order, SQLite builds a Bloom
+    filter over the whole joined table before reading the first row (10 ms for 100,000 rows), where a subquery
+    is one index probe per row returned.
     """
 
-    target: FromClause
-    on: Callable[[type[Any]], ColumnElement[bool]]
-    columns: tuple[ColumnElement[Any], ...]
+    columns: Callable[[type[Any]], tuple[ColumnElement[Any], ...]]
 
 
 class Repository(Generic[ModelT]):
@@ -117,8 +112,7 @@ class Repository(Generic[ModelT]):
         if kept is not None:
             statement = kept[1]
         else:
-            statement = (select(self.model, *attached.columns)
-                         .outerjoin(attached.target, attached.on(self.model))
+            statement = (select(self.model, *attached.columns(self.model))
                          .where(self.column("id") == bindparam("record_id"), *criteria))
             if len(_GET_STATEMENTS) >= _STATEMENTS_MAX:
                 _GET_STATEMENTS.clear()
@@ -181,11 +175,9 @@ class Repository(Generic[ModelT]):
     def _page_statement(self, criteria: tuple[ColumnElement[bool], ...], names: tuple[str, ...], sort: SortOrder, *,
                         keyset: bool, attached: Attached | None) -> Select[Any]:
         column, id_column = self.column(sort.field), self.column("id")
-        if attached is None:
-            statement = select(self.model)
-        else:
-            statement = select(self.model, *attached.columns).outerjoin(attached.target, attached.on(self.model))
-        statement = statement.where(*criteria, *(self.column(name) == bindparam(f"equal_{name}") for name in names))
+        extra = () if attached is None else attached.columns(self.model)
+        statement = select(self.model, *extra).where(
+            *criteria, *(self.column(name) == bindparam(f"equal_{name}") for name in names))
         if keyset:
             value: BindParameter[Any] = bindparam("after_value")
             record_id: BindParameter[Any] = bindparam("after_id")

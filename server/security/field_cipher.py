@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
 import structlog
-from sqlalchemy import ColumnElement, String, Table, Text, and_, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import ColumnElement, String, Table, Text, bindparam, func, insert, literal_column, select, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -264,15 +264,18 @@ def _entity_sources() -> dict[str, tuple[EntitySpec, type[Any], str]]:
 
 
 def _subject_key_columns(layout: EncryptedEntity) -> Attached:
-    """The subject's one active DEK (a unique partial index), joined on the record's subject column."""
+    """The wrapped form of the subject's one active DEK (a unique partial index), by the record's subject column."""
     subject_column = layout.subject_column
 
-    def on(model: type[Any]) -> ColumnElement[bool]:
+    def columns(model: type[Any]) -> tuple[ColumnElement[Any], ...]:
         # A literal, not a parameter: SQLite uses the partial index only for a condition it can see implies it.
-        return and_(_data_keys.c.subject_id == getattr(model, subject_column),
-                    _data_keys.c.state == literal_column(f"'{DekState.ACTIVE.value}'"))
+        wrapped = (select(_data_keys.c.wrapped)
+                   .where(_data_keys.c.subject_id == getattr(model, subject_column),
+                          _data_keys.c.state == literal_column(f"'{DekState.ACTIVE.value}'"))
+                   .scalar_subquery())
+        return (wrapped,)
 
-    return Attached(_data_keys, on, (_data_keys.c.id, _data_keys.c.state, _data_keys.c.wrapped))
+    return Attached(columns)
 
 
 def _build_entities(extra_encrypted: Iterable[str]) -> dict[str, EncryptedEntity]:
@@ -528,10 +531,10 @@ class FieldCipher:
         await self.prepare_tokens(session, (token for token in tokens if isinstance(token, str)))
 
     def subject_key_columns(self, entity: EntitySpec) -> Attached | None:
-        """The record's subject's active data key (id, state, wrapped key), to read beside a record of ``entity``
-        in the same statement, then hand to ``absorb_subject_keys``: the ``prepare`` that follows then has no key
-        to look up for values sealed under it (one round trip less for a record whose key is not cached yet).
-        None when ``entity`` has no encrypted field."""
+        """The record's subject's active data key (its wrapped form, which names its id), to read beside a record
+        of ``entity`` in the same statement, then hand to ``absorb_subject_keys``: the ``prepare`` that follows then
+        has no key to look up for values sealed under it (one round trip less for a record whose key is not cached
+        yet). None when ``entity`` has no encrypted field."""
         return self._subject_keys.get(entity.name)
 
     async def key_state_version(self, session: AsyncSession) -> int | None:
@@ -548,10 +551,16 @@ class FieldCipher:
         confirmed = self._confirmed
         if len(confirmed) > _MAX_CONFIRMED:
             confirmed.clear()
-        for dek_id, state, wrapped in keys:
-            if dek_id is None or self._cache.refuses(dek_id):
+        for (wrapped,) in keys:
+            if wrapped is None:
                 continue
-            if self._absorb(dek_id, state, wrapped) is not None and version is not None:
+            try:
+                dek_id = WrappedDek.from_bytes(wrapped).dek_id  # authenticated by the unwrap, as the id it names
+            except CryptoError:
+                continue  # left to ``prepare``, which reports the value undecryptable
+            if self._cache.refuses(dek_id):
+                continue
+            if self._absorb(dek_id, DekState.ACTIVE, wrapped) is not None and version is not None:
                 confirmed[dek_id] = version
 
     async def prepare_tokens(self, session: AsyncSession, tokens: Iterable[str]) -> None:

@@ -86,5 +86,6 @@ def test_bench_smoke_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     text = markdown.read_text()
     assert "## Targets" in text and "## Machine" in text
     assert "2,000 audit events" in text and "Audit query p95" in text
+    assert "The list scenario's page: " in text and "e-mails sealed at rest" in text
     for name in BACKENDS:
         assert f"## {name}" in text
