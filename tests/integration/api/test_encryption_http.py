@@ -208,10 +208,11 @@ async def test_a_key_on_the_erasure_ledger_is_refused_though_its_row_still_reads
     the record still reads active, and the ledger must win."""
     manager = await fx_api.login(["sales_manager"])
     customer, contact = await _subject(fx_api, manager)
+    subject = customer["id"] if fx_api.backend == "postgresql" else customer["id"].replace("-", "")
     async with fx_api.session_factory() as session:
-        dek_ids = (await session.execute(text("SELECT id FROM data_keys WHERE subject_id = :subject"), {
-            "subject": customer["id"] if fx_api.backend == "postgresql" else customer["id"].replace("-", "")})).scalars()
-        dek_ids = [value if isinstance(value, uuid.UUID) else uuid.UUID(value) for value in dek_ids]
+        stored = (await session.execute(text("SELECT id FROM data_keys WHERE subject_id = :subject"),
+                                        {"subject": subject})).scalars().all()
+    dek_ids = [value if isinstance(value, uuid.UUID) else uuid.UUID(value) for value in stored]
     assert dek_ids
     async with _cold_worker(fx_api) as statements:
         fx_api.app.state.resources.cipher.ledger.append(subject_id=customer["id"], dek_ids=dek_ids, actor="dpo",
