@@ -7,19 +7,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import (
-    ARRAY,
-    BindParameter,
-    ColumnElement,
-    Integer,
-    Select,
-    and_,
-    any_,
-    bindparam,
-    func,
-    or_,
-    select,
-)
+from sqlalchemy import ARRAY, BindParameter, ColumnElement, Integer, Select, and_, any_, bindparam, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.domain.base import Base
@@ -135,8 +123,7 @@ class Repository(Generic[ModelT]):
         building and cache-keying a list statement cost about 0.1-0.2 ms a request (record scopes reuse their
         criteria objects, as for :meth:`get`).
         """
-        rows, more = await self._page(criteria, sort, after, limit, equal or {}, None)
-        return rows, more
+        return await self._page(criteria, sort, after, limit, equal or {}, None)
 
     async def list_page_attached(
         self,
