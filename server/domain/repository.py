@@ -15,8 +15,22 @@ from server.domain.base import Base
 ModelT = TypeVar("ModelT", bound=Base)
 
 _STATEMENTS_MAX = 4096
-_GET_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
-_PAGE_STATEMENTS: dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]] = {}
+_Kept = dict[tuple[Any, ...], tuple[tuple[ColumnElement[bool], ...], Select[Any]]]
+_GET_STATEMENTS: _Kept = {}
+_PAGE_STATEMENTS: _Kept = {}
+
+
+def _kept(statements: _Kept, key: tuple[Any, ...], criteria: tuple[ColumnElement[bool], ...],
+          build: Callable[[], Select[Any]]) -> Select[Any]:
+    """The statement kept under ``key``, built and kept on first use."""
+    kept = statements.get(key)
+    if kept is not None:
+        return kept[1]
+    statement = build()
+    if len(statements) >= _STATEMENTS_MAX:
+        statements.clear()
+    statements[key] = (criteria, statement)  # holding the criteria keeps their ids unique
+    return statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,17 +91,11 @@ class Repository(Generic[ModelT]):
         The statement is kept for the same model and the same criteria objects (callers that reuse their
         criteria, as the record scopes do, skip building and cache-keying it: most of its cost).
         """
-        key = (self.model, for_update, tuple(map(id, criteria)))
-        kept = _GET_STATEMENTS.get(key)
-        if kept is not None:
-            statement = kept[1]
-        else:
+        def build() -> Select[Any]:
             statement = select(self.model).where(self.column("id") == bindparam("record_id"), *criteria)
-            if for_update:
-                statement = statement.with_for_update()
-            if len(_GET_STATEMENTS) >= _STATEMENTS_MAX:
-                _GET_STATEMENTS.clear()
-            _GET_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
+            return statement.with_for_update() if for_update else statement
+
+        statement = _kept(_GET_STATEMENTS, (self.model, for_update, tuple(map(id, criteria))), criteria, build)
         found: ModelT | None = (await self.session.execute(statement, {"record_id": record_id})).scalar_one_or_none()
         return found
 
@@ -95,16 +103,9 @@ class Repository(Generic[ModelT]):
         self, record_id: uuid.UUID, *criteria: ColumnElement[bool], attached: Attached
     ) -> tuple[ModelT, tuple[Any, ...]] | None:
         """Like :meth:`get` (for reading: no lock), with ``attached``'s columns read in the same statement."""
-        key = (self.model, attached, tuple(map(id, criteria)))
-        kept = _GET_STATEMENTS.get(key)
-        if kept is not None:
-            statement = kept[1]
-        else:
-            statement = (select(self.model, *attached.columns(self.model))
-                         .where(self.column("id") == bindparam("record_id"), *criteria))
-            if len(_GET_STATEMENTS) >= _STATEMENTS_MAX:
-                _GET_STATEMENTS.clear()
-            _GET_STATEMENTS[key] = (criteria, statement)
+        statement = _kept(_GET_STATEMENTS, (self.model, attached, tuple(map(id, criteria))), criteria, lambda: (
+            select(self.model, *attached.columns(self.model)).where(self.column("id") == bindparam("record_id"),
+                                                                     *criteria)))
         row = (await self.session.execute(statement, {"record_id": record_id})).one_or_none()
         return None if row is None else (row[0], tuple(row[1:]))
 
@@ -143,14 +144,8 @@ class Repository(Generic[ModelT]):
                     limit: int, equal: Mapping[str, Any], attached: Attached | None) -> tuple[Sequence[Any], bool]:
         names = tuple(sorted(equal))
         key = (self.model, sort, after is not None, names, attached, tuple(map(id, criteria)))
-        kept = _PAGE_STATEMENTS.get(key)
-        if kept is not None:
-            statement = kept[1]
-        else:
-            statement = self._page_statement(criteria, names, sort, keyset=after is not None, attached=attached)
-            if len(_PAGE_STATEMENTS) >= _STATEMENTS_MAX:
-                _PAGE_STATEMENTS.clear()
-            _PAGE_STATEMENTS[key] = (criteria, statement)  # holding the criteria keeps their ids unique
+        statement = _kept(_PAGE_STATEMENTS, key, criteria, lambda: self._page_statement(
+            criteria, names, sort, keyset=after is not None, attached=attached))
         parameters: dict[str, Any] = {f"equal_{name}": equal[name] for name in names}
         parameters["page_limit"] = limit + 1
         if after is not None:

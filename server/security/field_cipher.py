@@ -555,13 +555,11 @@ class FieldCipher:
             if wrapped is None:
                 continue
             try:
-                dek_id = WrappedDek.from_bytes(wrapped).dek_id  # authenticated by the unwrap, as the id it names
+                parsed = WrappedDek.from_bytes(wrapped)  # its id is authenticated by the unwrap
             except CryptoError:
                 continue  # left to ``prepare``, which reports the value undecryptable
-            if self._cache.refuses(dek_id):
-                continue
-            if self._absorb(dek_id, DekState.ACTIVE, wrapped) is not None and version is not None:
-                confirmed[dek_id] = version
+            if self._absorb(parsed.dek_id, DekState.ACTIVE, parsed) is not None and version is not None:
+                confirmed[parsed.dek_id] = version
 
     async def prepare_tokens(self, session: AsyncSession, tokens: Iterable[str]) -> None:
         """Like ``prepare``, for loose sealed tokens (for example values held in audit events)."""
@@ -643,7 +641,7 @@ class FieldCipher:
             self._cache.mark_destroyed(dek_id)
         self._ledger_stamp = stamp
 
-    def _absorb(self, dek_id: uuid.UUID, state: str, wrapped: bytes | None) -> DataKey | None:
+    def _absorb(self, dek_id: uuid.UUID, state: str, wrapped: bytes | WrappedDek | None) -> DataKey | None:
         if state == DekState.DESTROYED or wrapped is None:
             self._cache.mark_destroyed(dek_id)
             return None
@@ -654,7 +652,7 @@ class FieldCipher:
         except UnknownKey:
             pass
         try:
-            wrapped_dek = WrappedDek.from_bytes(wrapped)
+            wrapped_dek = wrapped if isinstance(wrapped, WrappedDek) else WrappedDek.from_bytes(wrapped)
             return self._cache.add_wrapped(wrapped_dek)
         except UnknownKey:
             self._report_missing_kek(wrapped_dek.kek_version)
