@@ -57,6 +57,7 @@ class GroupCommitWriter:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._connection: AsyncConnection | None = None
+        self._driver: Any = None  # the held connection's driver (asyncpg or aiosqlite) connection
         self._queue: list[tuple[dict[str, Any], asyncio.Future[None]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,12 +119,12 @@ class GroupCommitWriter:
         crash would let later events take its sequence numbers, a fork for anyone who saw it.
         """
         connection = self._connection or await self._connect()
+        driver = self._driver
         if connection.dialect.name == "postgresql":
-            await self._commit_on_driver(connection, rows, unless_landed=unless_landed)
+            await self._commit_on_driver(driver, rows, unless_landed=unless_landed)
             return
         # SQLite: BEGIN IMMEDIATE, head, inserts and COMMIT in one call to the connection's thread
         # (server.audit.sqlite_append). An embedded database has no connection that can be lost on the way.
-        driver: Any = (await connection.get_raw_connection()).driver_connection
         if self._processors is None:
             self._processors = bind_processors(connection.dialect)
         try:
@@ -135,10 +136,8 @@ class GroupCommitWriter:
             await self._discard_connection()
             raise
 
-    async def _commit_on_driver(self, connection: AsyncConnection, rows: list[dict[str, Any]], *,
-                                unless_landed: bool) -> None:
+    async def _commit_on_driver(self, driver: Any, rows: list[dict[str, Any]], *, unless_landed: bool) -> None:
         # PostgreSQL: one statement on the bare asyncpg connection, its own transaction (chain_now_on_driver).
-        driver: Any = (await connection.get_raw_connection()).driver_connection
         if driver.is_closed():  # dropped while idle (the database restarted): nothing was sent
             await self._discard_connection()
             raise _ConnectionLost
@@ -152,15 +151,22 @@ class GroupCommitWriter:
             raise _CommitFailed from error
 
     async def _connect(self) -> AsyncConnection:
-        connection = self._connection = await self._engine.connect()
-        await connection.execution_options(**{WRITE_OPTION: True})
-        if connection.dialect.name == "postgresql":  # so that pg_stat_activity tells it from the pool's
-            await connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
-            await connection.commit()
-        return connection
+        """Open the held connection and its driver connection, both or neither."""
+        self._connection = await self._engine.connect()
+        try:
+            await self._connection.execution_options(**{WRITE_OPTION: True})
+            if self._connection.dialect.name == "postgresql":  # so that pg_stat_activity tells it from the pool's
+                await self._connection.exec_driver_sql(f"SET application_name = '{APPLICATION_NAME}'")
+                await self._connection.commit()
+            # Kept beside it: asking the pool for it per batch costs a greenlet (and a fresh Python frame stack).
+            self._driver = (await self._connection.get_raw_connection()).driver_connection
+        except BaseException:
+            await self._discard_connection()
+            raise
+        return self._connection
 
     async def _discard_connection(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._driver = self._connection, None, None
         if connection is not None:
             with contextlib.suppress(Exception):
                 await connection.invalidate()

@@ -77,6 +77,7 @@ from server.security.crypto import (
     open_sealed,
     seal,
     sealed_key_id,
+    wrapped_dek_id,
 )
 from server.security.data_keys import TOKEN_PREFIX_CHARS, DataKeyRow, DekState, token_prefix
 from server.security.identity.models import SecurityState
@@ -551,10 +552,13 @@ class FieldCipher:
         confirmed = self._confirmed
         if len(confirmed) > _MAX_CONFIRMED:
             confirmed.clear()
-        for (wrapped,) in keys:
-            if wrapped is None:
-                continue
+        for wrapped in {wrapped for (wrapped,) in keys if wrapped is not None}:  # a page often repeats a subject
             try:
+                dek_id = wrapped_dek_id(wrapped)
+                if self._cache.holds(dek_id):  # held keys need only the confirmation, not a parse
+                    if version is not None:
+                        confirmed[dek_id] = version
+                    continue
                 parsed = WrappedDek.from_bytes(wrapped)  # its id is authenticated by the unwrap
             except CryptoError:
                 continue  # left to ``prepare``, which reports the value undecryptable

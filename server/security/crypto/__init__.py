@@ -14,7 +14,7 @@ Typical use::
 """
 
 from server.security.crypto.blind_index import BLIND_INDEX_BITS, BlindIndexer
-from server.security.crypto.datakeys import DataKey, Kek, WrappedDek, unwrap_dek, wrap_dek
+from server.security.crypto.datakeys import DataKey, Kek, WrappedDek, unwrap_dek, wrap_dek, wrapped_dek_id
 from server.security.crypto.envelope import (
     SEAL_FORMAT_VERSION,
     SEALED_HEADER_CHARS,
@@ -104,4 +104,5 @@ __all__ = [
     "sealed_key_id",
     "unwrap_dek",
     "wrap_dek",
+    "wrapped_dek_id",
 ]

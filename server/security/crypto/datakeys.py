@@ -10,6 +10,7 @@ another DEK id or KEK version.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 import uuid
@@ -116,6 +117,27 @@ class WrappedDek:
         except ValueError:
             raise DecryptionError(f"wrapped DEK names unknown cipher suite {suite_id}") from None
         return cls(uuid.UUID(bytes=dek_id), kek_version, suite, raw[_WRAP_HEADER.size :])
+
+
+def wrapped_dek_id(raw: bytes) -> uuid.UUID:
+    """The DEK id a stored wrapped DEK names, from its header only (nothing is unwrapped or authenticated).
+
+    For telling whether a key read from the database is one already held: parsing the whole form costs more.
+
+    Raises:
+        DecryptionError: ``raw`` is not a wrapped DEK of a known format version.
+    """
+    if len(raw) != _WRAPPED_BYTES:
+        raise DecryptionError(f"malformed wrapped DEK: {len(raw)} bytes, expected {_WRAPPED_BYTES}")
+    return _header_dek_id(raw[: _WRAP_HEADER.size])
+
+
+@functools.lru_cache(maxsize=4096)
+def _header_dek_id(header: bytes) -> uuid.UUID:
+    version, _suite, _kek_version, dek_id = _WRAP_HEADER.unpack(header)
+    if version != WRAP_FORMAT_VERSION:
+        raise DecryptionError(f"wrapped DEK has unknown format version {version}")
+    return uuid.UUID(bytes=dek_id)
 
 
 def wrap_dek(dek: DataKey, kek: Kek) -> WrappedDek:

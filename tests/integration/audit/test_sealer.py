@@ -226,6 +226,40 @@ async def test_a_failed_group_commit_fails_every_waiting_read(fx_api: Any) -> No
     assert (await _verify(fx_api)).ok
 
 
+async def test_a_writer_whose_connection_failed_to_set_up_connects_afresh(
+        fx_api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while the held connection is being set up fails that batch only: no half-set connection is kept
+    for the next one."""
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    from server.audit.group_commit import AuditWriteFailed, GroupCommitWriter
+
+    real = AsyncConnection.get_raw_connection
+    failed: list[bool] = []
+
+    async def fail_once(self: AsyncConnection) -> Any:
+        if not failed:
+            failed.append(True)
+            raise ConnectionResetError("the database went away during set-up")
+        return await real(self)
+
+    monkeypatch.setattr(AsyncConnection, "get_raw_connection", fail_once)
+    writer = GroupCommitWriter(fx_api.engine)
+    writer.start()
+    marker = uuid.uuid4().hex
+    with pytest.raises(AuditWriteFailed):
+        await writer.write(trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact",
+                                               entity_id=f"{marker}-lost"))
+    await writer.write(trail.pending_event(action=AuditAction.READ, actor=ACTOR, entity="contact",
+                                           entity_id=f"{marker}-kept"))
+    await writer.stop()
+    async with fx_api.session_factory() as session:
+        written = (await session.execute(select(AuditEventRecord.entity_id).where(
+            AuditEventRecord.entity_id.like(f"{marker}-%")))).scalars().all()
+    assert failed and written == [f"{marker}-kept"]
+    assert (await _verify(fx_api)).ok
+
+
 async def test_the_group_commit_writer_replaces_a_connection_the_database_dropped(fx_api: Any) -> None:
     """The writer holds one connection; after a database restart kills it, the next read event is still written,
     once, on a new connection (the batch never reached COMMIT on the dead one, so the retry cannot double it)."""

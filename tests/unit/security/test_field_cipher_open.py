@@ -289,6 +289,29 @@ async def test_a_confirmed_key_costs_no_query_until_the_security_version_moves(t
     assert len(reads) == 2
 
 
+async def test_a_held_key_read_beside_its_records_is_confirmed_without_a_query(tmp_path: Path, sessions: Any) -> None:
+    """After the security version moves, a key the worker holds and reads again beside a page of records (each row
+    repeating it) is confirmed at the new version: the ``prepare`` that follows asks nothing more."""
+    await _set_security_version(sessions, 1)
+    writer = make_cipher(tmp_path)
+    subject = new_id()
+    records = [await sealed_contact(writer, sessions, subject, email=f"{n}@example.com") for n in range(3)]
+    (tmp_path / "reader").mkdir()
+    reader = make_cipher(tmp_path / "reader", writer.provider, key_state_poll_seconds=0)
+    async with sessions() as session:
+        await reader.prepare(session, records, CONTACT)
+        wrapped = (await session.execute(select(DataKeyRow.wrapped).where(DataKeyRow.subject_id == subject))
+                   ).scalar_one()
+    await _set_security_version(sessions, 2)
+    reads = _count_data_key_reads(sessions)
+    async with sessions() as session:
+        version = await reader.key_state_version(session)
+        reader.absorb_subject_keys(version, [(wrapped,), (wrapped,), (None,), (b"not a wrapped key",)])
+        await reader.prepare(session, records, CONTACT)
+    assert reads == []
+    assert [reader.open_field(CONTACT, record, "email") for record in records] == [f"{n}@example.com" for n in range(3)]
+
+
 async def _reader_of_a_subject(tmp_path: Path, sessions: Any, *, host: str | None, poll_seconds: float
                                ) -> tuple[FieldCipher, FieldCipher, uuid.UUID, SimpleNamespace]:
     """A writer, a subject with one sealed contact, and a reader that has opened it (its key cached and

@@ -24,6 +24,7 @@ from server.security.crypto import (
     seal,
     unwrap_dek,
     wrap_dek,
+    wrapped_dek_id,
 )
 
 
@@ -71,6 +72,16 @@ def test_malformed_wrapped_bytes() -> None:
         WrappedDek.from_bytes(b"\x07" + raw[1:])
     with pytest.raises(DecryptionError, match="suite"):
         WrappedDek.from_bytes(raw[:1] + b"\x09" + raw[2:])
+
+
+def test_the_dek_id_read_from_the_header_alone() -> None:
+    dek = DataKey.generate()
+    raw = wrap_dek(dek, Kek(3, os.urandom(32))).to_bytes()
+    assert wrapped_dek_id(raw) == dek.id == WrappedDek.from_bytes(raw).dek_id
+    with pytest.raises(DecryptionError, match="malformed"):
+        wrapped_dek_id(raw[:-1])
+    with pytest.raises(DecryptionError, match="format version"):
+        wrapped_dek_id(b"\x07" + raw[1:])
 
 
 def test_known_answer_wrap_layout() -> None:
