@@ -169,7 +169,7 @@ class AdminController(Controller):
     @get("/access-review", summary="Who can read or write which sensitive fields (role:read)")
     async def access_review(
         self, context: NamedDependency[CallContext],
-        output: Annotated[str | None, QueryParameter(query="format", required=False, pattern="^(json|markdown)$")
+        output: Annotated[str | None, QueryParameter(name="format", required=False, pattern="^(json|markdown)$")
                           ] = None,
     ) -> Response[Any]:
         review = await _policy(context).review(markdown=output == "markdown")
