@@ -188,6 +188,25 @@ async def test_a_worker_without_the_key_reads_it_beside_the_record_in_one_statem
     assert all("FROM contacts" in statement for statement in key_reads), key_reads  # no lookup of its own
 
 
+async def test_a_browsed_page_reads_its_missing_keys_in_one_query_and_held_ones_not_at_all(fx_api: Any) -> None:
+    """A page browsed without a search reads no key beside each row (an index probe per row for keys a worker
+    holds): a worker that lacks some loads them in one query of their own, and once it holds them, none."""
+    rep = await fx_api.login(["sales_rep"])
+    contacts = [(await _subject(fx_api, rep))[1] for _ in range(3)]
+    async with _cold_worker(fx_api) as statements:
+        first = await fx_api.client.get("/api/v1/contacts", params={"limit": 50}, headers=rep)
+        cold = list(statements)
+        statements.clear()
+        again = await fx_api.client.get("/api/v1/contacts", params={"limit": 50}, headers=rep)
+    for page in (first, again):
+        assert page.status_code == 200, page.text
+        shown = {item["id"]: item["email"] for item in page.json()["items"]}
+        assert all(shown[contact["id"]] == contact["email"] for contact in contacts)
+    assert not any("FROM contacts" in statement and "data_keys" in statement for statement in cold + statements)
+    assert len([statement for statement in cold if "FROM data_keys" in statement]) == 1, cold
+    assert not [statement for statement in statements if "data_keys" in statement], statements
+
+
 async def test_a_worker_without_the_key_still_finds_an_erased_subject_erased(fx_api: Any) -> None:
     manager = await fx_api.login(["sales_manager"])
     customer, contact = await _subject(fx_api, manager)
